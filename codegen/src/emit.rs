@@ -1,0 +1,399 @@
+//! Rust code emission: the route table, the gateway struct, one function per route.
+//!
+//! Output is built with `quote!`, checked with `syn::parse2` (invalid output is a generator
+//! bug caught at once) and printed with prettyplease. Generated code names everything through
+//! `::specgate_runtime::...` so nothing collides with names from the spec.
+
+use std::collections::BTreeMap;
+
+use proc_macro2::{Ident, Span, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::model::{Handler, Project, Route};
+use crate::pattern::{Matcher, PartDef, SegDef};
+use crate::template::{Expr, Part, Place, Template, UrlPiece};
+
+/// The generated `src/routes.rs` as formatted Rust (without the file header).
+pub fn routes_rs(project: &Project) -> Result<String, String> {
+    let env = EnvFields::new(project);
+    let route_specs = project.routes.iter().map(route_spec);
+    let route_infos = project.routes.iter().enumerate().map(|(i, r)| route_info(i, r));
+    let mut statics = Vec::new();
+    let mut methods = Vec::new();
+    let mut arms = Vec::new();
+    for (i, route) in project.routes.iter().enumerate() {
+        let (f, arm, stat) = route_fn(i, route, &env);
+        methods.push(f);
+        arms.push(arm);
+        if let Some(s) = stat {
+            statics.push(s);
+        }
+    }
+    let stored: Vec<&(Ident, String)> = env.fields.values().filter(|(_, var)| env.per_request.contains(var)).collect();
+    let env_decls = stored.iter().map(|(field, var)| {
+        let doc = format!("`{var}`");
+        quote! { #[doc = #doc] #field: ::std::sync::Arc<str>, }
+    });
+    let env_reads = env.fields.values().map(|(field, var)| quote! { let #field = env.required(#var); });
+    let env_names = stored.iter().map(|(f, _)| f.clone());
+    let static_decls = statics.iter().map(|s| {
+        let field = &s.field;
+        let doc = &s.doc;
+        quote! { #[doc = #doc] #field: ::std::string::String, }
+    });
+    let static_inits = statics.iter().map(|s| {
+        let field = &s.field;
+        let body = &s.init;
+        let label = &s.label;
+        let check = match s.kind {
+            StaticKind::Url => quote! { env.check_upstream_url(#label, &#field); },
+            StaticKind::Location => quote! { env.check_header_value(#label, &#field); },
+        };
+        quote! { let #field = { #body }; #check }
+    });
+    let static_names = statics.iter().map(|s| s.field.clone());
+    let name = &project.name;
+
+    let file = quote! {
+        use ::specgate_runtime::context::RouteInfo;
+        use ::specgate_runtime::handlers::{self, ForwardOptions};
+        #[allow(unused_imports)]
+        use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
+        use ::specgate_runtime::template as t;
+        use ::specgate_runtime::{Context, Problem, Request, Response};
+
+        /// The gateway's start-up state: environment values and URLs fixed at start-up.
+        pub struct Gateway {
+            #(#env_decls)*
+            #(#static_decls)*
+        }
+
+        impl ::specgate_runtime::Gateway for Gateway {
+            const NAME: &'static str = #name;
+            const ROUTES: &'static [RouteSpec] = &[#(#route_specs),*];
+            const ROUTE_INFO: &'static [RouteInfo] = &[#(#route_infos),*];
+
+            fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Self {
+                #(#env_reads)*
+                #(#static_inits)*
+                Gateway { #(#env_names,)* #(#static_names,)* }
+            }
+
+            async fn handle(&'static self, route: usize, req: Request, cx: Context) -> Response {
+                match route {
+                    #(#arms)*
+                    _ => handlers::template_failed(Problem::internal("unknown route"), &cx),
+                }
+            }
+        }
+
+        impl Gateway {
+            #(#methods)*
+        }
+    };
+    format_file(file)
+}
+
+/// Parses and pretty-prints a token stream as a file.
+pub fn format_file(tokens: TokenStream) -> Result<String, String> {
+    let parsed: syn::File = syn::parse2(tokens).map_err(|e| format!("generated code does not parse: {e}"))?;
+    Ok(prettyplease::unparse(&parsed))
+}
+
+/// Environment variables as struct fields, in name order.
+struct EnvFields {
+    fields: BTreeMap<String, (Ident, String)>,
+    /// Variables read by templates rendered per request (kept in the gateway struct); the
+    /// others only feed values fixed at start-up.
+    per_request: std::collections::BTreeSet<String>,
+}
+
+impl EnvFields {
+    fn new(project: &Project) -> Self {
+        let mut fields = BTreeMap::new();
+        let mut used = std::collections::BTreeSet::new();
+        for var in crate::project::env_vars(project) {
+            let mut base = format!("env_{}", sanitize(&var));
+            while !used.insert(base.clone()) {
+                base.push('_');
+            }
+            fields.insert(var.clone(), (Ident::new(&base, Span::call_site()), var));
+        }
+        let per_request = project
+            .routes
+            .iter()
+            .flat_map(|r| r.handler.templates())
+            .filter(|t| !t.is_static())
+            .flat_map(|t| t.env_vars().into_iter().map(str::to_owned))
+            .collect();
+        EnvFields { fields, per_request }
+    }
+
+    fn field(&self, var: &str) -> TokenStream {
+        match self.fields.get(var) {
+            Some((f, _)) => quote! { #f },
+            None => quote! { compile_error!("unknown environment variable") },
+        }
+    }
+}
+
+/// Lower snake case identifier text from anything.
+pub fn sanitize(s: &str) -> String {
+    let mut out = String::new();
+    let mut prev_lower = false;
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            if c.is_ascii_uppercase() && prev_lower {
+                out.push('_');
+            }
+            prev_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+            out.push(c.to_ascii_lowercase());
+        } else {
+            if !out.ends_with('_') {
+                out.push('_');
+            }
+            prev_lower = false;
+        }
+    }
+    let trimmed = out.trim_matches('_').to_owned();
+    if trimmed.is_empty() { "x".to_owned() } else { trimmed }
+}
+
+fn route_spec(route: &Route) -> TokenStream {
+    let method = &route.method;
+    let params = route.parsed.params.iter().map(|p| p.name.as_str());
+    let pattern = match &route.parsed.matcher {
+        Matcher::Segments(segs) => {
+            let segs = segs.iter().map(|s| match s {
+                SegDef::Lit(l) => quote! { Seg::Lit(#l) },
+                SegDef::Param => quote! { Seg::Param },
+                SegDef::Rest => quote! { Seg::Rest },
+                SegDef::Mixed(parts) => {
+                    let parts = parts.iter().map(|p| match p {
+                        PartDef::Lit(l) => quote! { Part::Lit(#l) },
+                        PartDef::Param => quote! { Part::Param },
+                    });
+                    quote! { Seg::Mixed(&[#(#parts),*]) }
+                }
+            });
+            quote! { Pattern::Segments(&[#(#segs),*]) }
+        }
+        Matcher::Regex { regex, prefix } => quote! { Pattern::Regex { regex: #regex, prefix: &[#(#prefix),*] } },
+    };
+    quote! { RouteSpec { method: #method, pattern: #pattern, params: &[#(#params),*] } }
+}
+
+fn route_label(route: &Route) -> String {
+    route.operation_id.clone().unwrap_or_else(|| format!("{} {}", route.method, route.path))
+}
+
+fn route_info(index: usize, route: &Route) -> TokenStream {
+    let method = &route.method;
+    let path = &route.path;
+    let label = route_label(route);
+    quote! { RouteInfo { index: #index, method: #method, path: #path, label: #label } }
+}
+
+fn route_fn_name(index: usize, route: &Route) -> Ident {
+    let base = match &route.operation_id {
+        Some(id) => sanitize(id),
+        None => sanitize(&format!("{} {}", route.method, route.path)),
+    };
+    format_ident!("route_{}_{}", index, base)
+}
+
+enum StaticKind {
+    Url,
+    Location,
+}
+
+struct StaticValue {
+    field: Ident,
+    doc: String,
+    label: String,
+    init: TokenStream,
+    kind: StaticKind,
+}
+
+fn route_fn(index: usize, route: &Route, env: &EnvFields) -> (TokenStream, TokenStream, Option<StaticValue>) {
+    let name = route_fn_name(index, route);
+    let doc = format!("`{} {}` ({})", route.method, route.path, route.handler.export());
+    let label = route_label(route);
+    let arm = quote! { #index => self.#name(req, cx).await, };
+    let options = |forward_search: bool, follow_redirects: bool| {
+        quote! { ForwardOptions { forward_search: #forward_search, follow_redirects: #follow_redirects } }
+    };
+    let mut stat = None;
+    let body = match &route.handler {
+        Handler::Forward { base, forward_search, follow_redirects } => {
+            let opts = options(*forward_search, *follow_redirects);
+            if base.is_static() {
+                let field = format_ident!("route_{}_base", index);
+                stat = Some(StaticValue {
+                    field: field.clone(),
+                    doc: format!("baseUrl of {label}"),
+                    label: format!("baseUrl of {label}"),
+                    init: static_render(base, env),
+                    kind: StaticKind::Url,
+                });
+                quote! { handlers::url_forward(req, &cx, &self.#field, #opts).await }
+            } else {
+                let render = dynamic_render(base, env);
+                quote! {
+                    let base = match (|| -> ::std::result::Result<::std::string::String, Problem> { #render })() {
+                        Ok(u) => u,
+                        Err(p) => return handlers::template_failed(p, &cx),
+                    };
+                    handlers::url_forward(req, &cx, &base, #opts).await
+                }
+            }
+        }
+        Handler::Rewrite { pattern, forward_search, follow_redirects } => {
+            let opts = options(*forward_search, *follow_redirects);
+            if pattern.is_static() {
+                let field = format_ident!("route_{}_url", index);
+                stat = Some(StaticValue {
+                    field: field.clone(),
+                    doc: format!("rewritePattern of {label}"),
+                    label: format!("rewritePattern of {label}"),
+                    init: static_render(pattern, env),
+                    kind: StaticKind::Url,
+                });
+                quote! { handlers::url_rewrite(req, &cx, self.#field.clone(), #opts).await }
+            } else {
+                let render = dynamic_render(pattern, env);
+                quote! {
+                    let url = match (|| -> ::std::result::Result<::std::string::String, Problem> { #render })() {
+                        Ok(u) => u,
+                        Err(p) => return handlers::template_failed(p, &cx),
+                    };
+                    handlers::url_rewrite(req, &cx, url, #opts).await
+                }
+            }
+        }
+        Handler::Redirect { location, status } => {
+            if location.is_static() {
+                let field = format_ident!("route_{}_location", index);
+                stat = Some(StaticValue {
+                    field: field.clone(),
+                    doc: format!("location of {label}"),
+                    label: format!("location of {label}"),
+                    init: static_render(location, env),
+                    kind: StaticKind::Location,
+                });
+                quote! {
+                    drop(req);
+                    handlers::redirect(&cx, &self.#field, #status)
+                }
+            } else {
+                let render = dynamic_render(location, env);
+                quote! {
+                    let location = match (|| -> ::std::result::Result<::std::string::String, Problem> { #render })() {
+                        Ok(u) => u,
+                        Err(p) => return handlers::template_failed(p, &cx),
+                    };
+                    drop(req);
+                    handlers::redirect(&cx, &location, #status)
+                }
+            }
+        }
+    };
+    let f = quote! {
+        #[doc = #doc]
+        async fn #name(&'static self, req: Request, cx: Context) -> Response {
+            #body
+        }
+    };
+    (f, arm, stat)
+}
+
+/// Start-up rendering of a template made of literals and environment values.
+fn static_render(t: &Template, env: &EnvFields) -> TokenStream {
+    let pushes = t.parts.iter().map(|p| match p {
+        Part::Lit(l) => quote! { u.push_str(#l); },
+        Part::Expr { expr: Expr::Env(var), .. } => {
+            let f = env.field(var);
+            quote! { u.push_str(&#f); }
+        }
+        Part::Expr { .. } => quote! { compile_error!("dynamic value in a static template"); },
+    });
+    quote! {
+        let mut u = ::std::string::String::new();
+        #(#pushes)*
+        u
+    }
+}
+
+/// Per-request rendering: appends each piece with the encoding its place requires.
+fn dynamic_render(t: &Template, env: &EnvFields) -> TokenStream {
+    let capacity: usize = t.parts.iter().map(|p| if let Part::Lit(l) = p { l.len() } else { 16 }).sum();
+    let pushes = t.parts.iter().map(|p| match p {
+        Part::Lit(l) => quote! { u.push_str(#l); },
+        Part::Expr { expr, place } => push_expr(expr, *place, env),
+    });
+    quote! {
+        let mut u = ::std::string::String::with_capacity(#capacity);
+        #(#pushes)*
+        Ok(u)
+    }
+}
+
+fn value_expr(expr: &Expr, env: &EnvFields) -> TokenStream {
+    match expr {
+        Expr::Param { index, .. } => quote! { cx.param(#index) },
+        Expr::Query(name) => quote! { &*cx.query_param(#name).unwrap_or_default() },
+        Expr::Header(name) => quote! { t::header(&req, #name) },
+        Expr::Env(var) => {
+            let f = env.field(var);
+            quote! { &self.#f }
+        }
+        Expr::Custom(key) => quote! { &*cx.custom_text(#key) },
+        Expr::UserSub => quote! { cx.user_sub() },
+        Expr::UserData(key) => quote! { &*cx.user_data_text(#key) },
+        Expr::Url(piece) => match piece {
+            UrlPiece::Url => quote! { &cx.url() },
+            UrlPiece::Host => quote! { &cx.host },
+            UrlPiece::Hostname => quote! { cx.hostname() },
+            UrlPiece::Pathname => quote! { &cx.pathname },
+            UrlPiece::Port => quote! { cx.port() },
+            UrlPiece::Search => quote! { &*cx.search() },
+            UrlPiece::Method => quote! { req.method().as_str() },
+            UrlPiece::Origin => quote! { &cx.origin() },
+            UrlPiece::Protocol => quote! { cx.protocol() },
+        },
+        Expr::Encode(inner) => {
+            let v = value_expr(inner, env);
+            quote! { &t::encode_uri_component(#v) }
+        }
+    }
+}
+
+fn push_expr(expr: &Expr, place: Place, env: &EnvFields) -> TokenStream {
+    let v = value_expr(expr, env);
+    match expr {
+        Expr::Encode(_) | Expr::Url(_) => quote! { t::push_url_piece(&mut u, #v); },
+        Expr::Env(_) | Expr::Custom(_) => quote! { t::push_trusted(&mut u, #v)?; },
+        _ => match place {
+            Place::Host => quote! { t::push_host(&mut u, #v)?; },
+            Place::Path => match expr {
+                Expr::Param { multi_segment: true, .. } => quote! { t::push_path_rest(&mut u, #v)?; },
+                _ => quote! { t::push_path_segment(&mut u, #v)?; },
+            },
+            Place::Query => quote! { t::push_query(&mut u, #v); },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitizes_identifiers() {
+        assert_eq!(sanitize("getUserById"), "get_user_by_id");
+        assert_eq!(sanitize("GET /users/{id}"), "get_users_id");
+        assert_eq!(sanitize("BASE_URL"), "base_url");
+        assert_eq!(sanitize("{}"), "x");
+        assert_eq!(sanitize("v2-items.list"), "v2_items_list");
+    }
+}

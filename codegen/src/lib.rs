@@ -1,0 +1,15 @@
+//! specgate: generates a compiled axum API gateway from a Zuplo-style project.
+//!
+//! Pipeline: [`project::load`] reads the folder into the [`model`] (with positions for
+//! [`diag`]nostics), [`emit`] turns the model into Rust token streams, [`generate`] assembles
+//! the crate's files and checks a directory for drift.
+
+pub mod diag;
+pub mod echo;
+pub mod emit;
+pub mod generate;
+pub mod model;
+pub mod pattern;
+pub mod project;
+pub mod source;
+pub mod template;

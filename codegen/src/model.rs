@@ -1,0 +1,128 @@
+//! The generator's model of a project: what the loader extracts from the documents, with
+//! source locations kept for diagnostics.
+
+use std::path::PathBuf;
+
+use crate::diag::{Files, Location};
+use crate::pattern::ParsedPath;
+use crate::source::Node;
+use crate::template::Template;
+
+/// A loaded project.
+#[derive(Debug)]
+pub struct Project {
+    /// The project folder.
+    pub root: PathBuf,
+    /// The project's name (the folder's name unless overridden).
+    pub name: String,
+    /// Every file read.
+    pub files: Files,
+    /// The OpenAPI documents in processing order.
+    pub documents: Vec<Document>,
+    /// Routes in match order.
+    pub routes: Vec<Route>,
+    /// `zuplo.jsonc` settings.
+    pub settings: Settings,
+    /// SHA-256 of every input, hex.
+    pub input_hash: String,
+}
+
+/// A parsed OpenAPI document.
+#[derive(Debug)]
+pub struct Document {
+    /// File id in [`Project::files`].
+    pub file: usize,
+    /// Its tree.
+    pub root: Node,
+}
+
+/// `zuplo.jsonc`.
+#[derive(Debug, Default, Clone)]
+pub struct Settings {
+    /// `compatibilityDate`.
+    pub compatibility_date: Option<String>,
+    /// `allowDuplicateRoutes`.
+    pub allow_duplicate_routes: bool,
+}
+
+/// How a path is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathMode {
+    /// `{id}`, `{+rest}`.
+    OpenApi,
+    /// URLPattern syntax.
+    UrlPattern,
+}
+
+/// One operation with its `x-zuplo-route`.
+#[derive(Debug)]
+pub struct Route {
+    /// The path as written.
+    pub path: String,
+    /// Where the path key is.
+    pub path_at: Location,
+    /// Upper-case method.
+    pub method: String,
+    /// Where the operation is.
+    pub method_at: Location,
+    /// `operationId`, if any.
+    pub operation_id: Option<String>,
+    /// Path mode.
+    pub mode: PathMode,
+    /// The parsed path.
+    pub parsed: ParsedPath,
+    /// The handler.
+    pub handler: Handler,
+    /// `corsPolicy`, if set.
+    pub cors_policy: Option<String>,
+}
+
+/// A route's handler with typed options.
+#[derive(Debug)]
+pub enum Handler {
+    /// `urlForwardHandler`.
+    Forward {
+        /// `baseUrl`.
+        base: Template,
+        /// `forwardSearch`.
+        forward_search: bool,
+        /// `followRedirects`.
+        follow_redirects: bool,
+    },
+    /// `urlRewriteHandler`.
+    Rewrite {
+        /// `rewritePattern`.
+        pattern: Template,
+        /// `forwardSearch`.
+        forward_search: bool,
+        /// `followRedirects`.
+        follow_redirects: bool,
+    },
+    /// `redirectHandler`.
+    Redirect {
+        /// `location`.
+        location: Template,
+        /// `status`.
+        status: u16,
+    },
+}
+
+impl Handler {
+    /// The Zuplo export name.
+    pub fn export(&self) -> &'static str {
+        match self {
+            Handler::Forward { .. } => "urlForwardHandler",
+            Handler::Rewrite { .. } => "urlRewriteHandler",
+            Handler::Redirect { .. } => "redirectHandler",
+        }
+    }
+
+    /// The templates of the handler.
+    pub fn templates(&self) -> Vec<&Template> {
+        match self {
+            Handler::Forward { base, .. } => vec![base],
+            Handler::Rewrite { pattern, .. } => vec![pattern],
+            Handler::Redirect { location, .. } => vec![location],
+        }
+    }
+}

@@ -1,0 +1,665 @@
+//! Loading a project folder: documents in order, `x-zuplo-route`s, `policies.json`,
+//! `zuplo.jsonc`, `$ref` checks, route diagnostics.
+//!
+//! Real documents are messy, so this reads leniently into the narrow model of [`crate::model`]
+//! instead of a full OpenAPI type, and reports every problem with its position.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::diag::{Diagnostics, FileId, Files, Location};
+use crate::model::{Document, Handler, PathMode, Project, Route, Settings};
+use crate::pattern::{self, ParsedPath};
+use crate::source::{self, Format, Kind, Node, Span};
+use crate::template;
+
+/// HTTP methods an OpenAPI path item may hold.
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+/// The module of the built-in handlers and policies.
+const BUILTIN_MODULE: &str = "$import(@zuplo/runtime)";
+
+/// Loads the project at `root`. Returns the project when it could be read at all (it may still
+/// carry errors in the diagnostics) and every diagnostic found.
+pub fn load(root: &Path, name: Option<&str>) -> (Option<Project>, Diagnostics) {
+    let mut diags = Diagnostics::default();
+    let mut files = Files::default();
+    let config = root.join("config");
+    let name = name.map(str::to_owned).unwrap_or_else(|| {
+        root.canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "gateway".to_owned())
+    });
+
+    let mut doc_paths: Vec<PathBuf> = match std::fs::read_dir(&config) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let n = p.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+                n.ends_with(".oas.json") || n.ends_with(".oas.yaml") || n.ends_with(".oas.yml")
+            })
+            .collect(),
+        Err(e) => {
+            diags.error(None, format!("cannot read {}: {e}", config.display()))
+                .help("a project folder holds config/*.oas.json (or .oas.yaml) and config/policies.json");
+            return (None, diags);
+        }
+    };
+    doc_paths.sort_by_key(|p| p.file_name().map(|n| n.to_os_string()));
+    if doc_paths.is_empty() {
+        diags.error(None, format!("no OpenAPI documents in {}", config.display()))
+            .help("name them config/<anything>.oas.json, .oas.yaml or .oas.yml");
+        return (None, diags);
+    }
+
+    let mut documents = Vec::new();
+    for path in &doc_paths {
+        let Some((file, node)) = read_file(root, path, &mut files, &mut diags) else { continue };
+        documents.push(Document { file, root: node });
+    }
+
+    let settings = load_settings(root, &mut files, &mut diags);
+    let policies = load_policies(root, &mut files, &mut diags);
+
+    let mut loader = Loader { root, files: &mut files, diags: &mut diags, external: BTreeMap::new() };
+    let mut routes = Vec::new();
+    for doc in &documents {
+        loader.check_document(doc);
+        loader.collect_routes(doc, &policies, &mut routes);
+    }
+    check_route_order(&routes, &settings, &files, &mut diags);
+
+    let input_hash = hash_inputs(&files);
+    let project = Project { root: root.to_path_buf(), name, files, documents, routes, settings, input_hash };
+    (Some(project), diags)
+}
+
+/// Reads and parses one file, registering it.
+fn read_file(root: &Path, path: &Path, files: &mut Files, diags: &mut Diagnostics) -> Option<(FileId, Node)> {
+    let display = display_name(root, path);
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            diags.error(None, format!("cannot read {display}: {e}"));
+            return None;
+        }
+    };
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            diags.error(None, format!("{display} is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()));
+            return None;
+        }
+    };
+    let lower = display.to_ascii_lowercase();
+    let format = if lower.ends_with(".yaml") || lower.ends_with(".yml") {
+        Format::Yaml
+    } else if lower.ends_with(".jsonc") {
+        Format::Jsonc
+    } else {
+        Format::Json
+    };
+    let file = files.add(display, path.to_path_buf(), text);
+    let text = files.get(file).text.clone();
+    let (node, errors) = source::parse(&text, format);
+    for e in errors {
+        let d = diags.error(Location { file, span: e.span }, e.message);
+        if let Some(l) = e.label {
+            d.label(l);
+        }
+    }
+    node.map(|n| (file, n))
+}
+
+fn display_name(root: &Path, path: &Path) -> String {
+    path.strip_prefix(root).unwrap_or(path).to_string_lossy().replace('\\', "/")
+}
+
+fn at(file: FileId, span: Span) -> Location {
+    Location { file, span }
+}
+
+fn load_settings(root: &Path, files: &mut Files, diags: &mut Diagnostics) -> Settings {
+    let path = root.join("zuplo.jsonc");
+    let mut settings = Settings::default();
+    if !path.exists() {
+        return settings;
+    }
+    let Some((file, node)) = read_file(root, &path, files, diags) else { return settings };
+    if !matches!(node.kind, Kind::Object(_)) {
+        diags.error(at(file, node.span), format!("zuplo.jsonc must hold an object, found {}", node.type_name()));
+        return settings;
+    }
+    if let Some(v) = node.get("compatibilityDate") {
+        match v.as_str() {
+            Some(s) => settings.compatibility_date = Some(s.to_owned()),
+            None => {
+                diags.error(at(file, v.span), format!("`compatibilityDate` must be a string, found {}", v.type_name()));
+            }
+        }
+    }
+    if let Some(v) = node.get("allowDuplicateRoutes") {
+        match v.as_bool() {
+            Some(b) => settings.allow_duplicate_routes = b,
+            None => {
+                diags.error(at(file, v.span), format!("`allowDuplicateRoutes` must be true or false, found {}", v.type_name()));
+            }
+        }
+    }
+    settings
+}
+
+/// Policy names defined in `policies.json` and where.
+#[derive(Debug, Default)]
+struct Policies {
+    names: BTreeMap<String, Location>,
+}
+
+fn load_policies(root: &Path, files: &mut Files, diags: &mut Diagnostics) -> Policies {
+    let mut out = Policies::default();
+    let path = root.join("config").join("policies.json");
+    if !path.exists() {
+        return out;
+    }
+    let Some((file, node)) = read_file(root, &path, files, diags) else { return out };
+    // Three forms in the wild: {"policies": [...], "corsPolicies": [...]}, a bare array, {}.
+    let list = match &node.kind {
+        Kind::Array(items) => Some(items.as_slice()),
+        Kind::Object(_) => match node.get("policies") {
+            None => None,
+            Some(p) => match &p.kind {
+                Kind::Array(items) => Some(items.as_slice()),
+                _ => {
+                    diags.error(at(file, p.span), format!("`policies` must be an array, found {}", p.type_name()));
+                    None
+                }
+            },
+        },
+        _ => {
+            diags.error(at(file, node.span), format!("policies.json must hold an object or an array, found {}", node.type_name()));
+            None
+        }
+    };
+    for item in list.unwrap_or(&[]) {
+        let Some(name_node) = item.get("name") else {
+            diags.error(at(file, item.span), "policy without a `name`");
+            continue;
+        };
+        let Some(name) = name_node.as_str() else {
+            diags.error(at(file, name_node.span), format!("a policy `name` must be a string, found {}", name_node.type_name()));
+            continue;
+        };
+        if let Some(first) = out.names.get(name) {
+            let line = files_line(files, *first);
+            diags.error(at(file, name_node.span), format!("policy `{name}` is defined twice"))
+                .label(format!("first defined at line {line}"));
+            continue;
+        }
+        out.names.insert(name.to_owned(), at(file, name_node.span));
+    }
+    out
+}
+
+fn files_line(files: &Files, loc: Location) -> usize {
+    source::LineIndex::new(&files.get(loc.file).text).line_col(loc.span.start).0
+}
+
+struct Loader<'a> {
+    root: &'a Path,
+    files: &'a mut Files,
+    diags: &'a mut Diagnostics,
+    /// External documents already read, by canonical path.
+    external: BTreeMap<PathBuf, Option<(FileId, Node)>>,
+}
+
+impl Loader<'_> {
+    fn check_document(&mut self, doc: &Document) {
+        let file = doc.file;
+        let root = &doc.root;
+        if !matches!(root.kind, Kind::Object(_)) {
+            self.diags.error(at(file, root.span), format!("an OpenAPI document must be an object, found {}", root.type_name()));
+            return;
+        }
+        match root.get("openapi") {
+            Some(v) => match v.as_str() {
+                Some(s) if s.starts_with("3.0") || s.starts_with("3.1") => {}
+                Some(s) => {
+                    self.diags.warning(at(file, v.span), format!("OpenAPI version `{s}` is not 3.0 or 3.1; reading it as 3.1"));
+                }
+                None => {
+                    self.diags.error(at(file, v.span), format!("`openapi` must be a version string, found {}", v.type_name()));
+                }
+            },
+            None => {
+                if let Some(v) = root.get("swagger") {
+                    self.diags.error(at(file, v.span), "Swagger 2.0 documents are not supported")
+                        .help("convert the document to OpenAPI 3 first");
+                } else {
+                    self.diags.warning(at(file, Span { start: root.span.start, end: root.span.start + 1 }), "the document has no `openapi` version field");
+                }
+            }
+        }
+        let dir = self.files.get(file).path.parent().map(Path::to_path_buf).unwrap_or_default();
+        self.check_refs(root, root, file, &dir, 0);
+    }
+
+    /// Every `$ref` must resolve: internal pointers in the same document, relative files
+    /// (and pointers into them) on disk.
+    fn check_refs(&mut self, node: &Node, doc: &Node, file: FileId, dir: &Path, depth: usize) {
+        if depth > 64 {
+            return;
+        }
+        match &node.kind {
+            Kind::Object(entries) => {
+                for e in entries {
+                    if e.key == "$ref" {
+                        if let Some(r) = e.value.as_str() {
+                            self.check_ref(r, e.value.span, doc, file, dir, depth);
+                        }
+                    } else {
+                        self.check_refs(&e.value, doc, file, dir, depth + 1);
+                    }
+                }
+            }
+            Kind::Array(items) => {
+                for i in items {
+                    self.check_refs(i, doc, file, dir, depth + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn check_ref(&mut self, r: &str, span: Span, doc: &Node, file: FileId, dir: &Path, depth: usize) {
+        let (target, fragment) = match r.split_once('#') {
+            Some((t, f)) => (t, Some(f)),
+            None => (r, None),
+        };
+        if target.is_empty() {
+            let ptr = fragment.unwrap_or("");
+            if doc.pointer(ptr).is_none() {
+                self.diags.error(at(file, span), format!("`$ref` `{r}` does not resolve in this document"));
+            }
+            return;
+        }
+        if target.contains("://") {
+            self.diags.warning(at(file, span), format!("remote `$ref` `{r}` is not checked"));
+            return;
+        }
+        let path = dir.join(target);
+        let canonical = match path.canonicalize() {
+            Ok(p) => p,
+            Err(_) => {
+                self.diags.error(at(file, span), format!("`$ref` file `{target}` not found"))
+                    .label(format!("looked for {}", display_name(self.root, &path)));
+                return;
+            }
+        };
+        if !self.external.contains_key(&canonical) {
+            let loaded = read_file(self.root, &canonical, self.files, self.diags);
+            self.external.insert(canonical.clone(), loaded);
+            if let Some(Some((ext_file, ext_node))) = self.external.get(&canonical).cloned() {
+                let ext_dir = canonical.parent().map(Path::to_path_buf).unwrap_or_default();
+                self.check_refs(&ext_node, &ext_node, ext_file, &ext_dir, depth + 1);
+            }
+        }
+        if let (Some(Some((_, ext))), Some(ptr)) = (self.external.get(&canonical), fragment) {
+            if ext.pointer(ptr).is_none() {
+                self.diags.error(at(file, span), format!("`$ref` `{r}`: `#{ptr}` does not resolve in {target}"));
+            }
+        }
+    }
+
+    fn collect_routes(&mut self, doc: &Document, policies: &Policies, routes: &mut Vec<Route>) {
+        let file = doc.file;
+        let Some(paths) = doc.root.get("paths") else { return };
+        let Kind::Object(entries) = &paths.kind else {
+            self.diags.error(at(file, paths.span), format!("`paths` must be an object, found {}", paths.type_name()));
+            return;
+        };
+        for entry in entries {
+            let item = &entry.value;
+            let Kind::Object(ops) = &item.kind else {
+                self.diags.error(at(file, item.span), format!("path item must be an object, found {}", item.type_name()));
+                continue;
+            };
+            let mode = self.path_mode(item, file);
+            let parsed = self.parse_path(&entry.key, entry.key_span, mode, file);
+            for op in ops {
+                let lower = op.key.to_ascii_lowercase();
+                if !METHODS.contains(&lower.as_str()) {
+                    continue;
+                }
+                let Some(parsed) = parsed.clone() else { continue };
+                if let Some(route) = self.route(&entry.key, entry.key_span, &op.key, op.key_span, &op.value, mode, parsed, file, policies) {
+                    routes.push(route);
+                }
+            }
+        }
+    }
+
+    fn path_mode(&mut self, item: &Node, file: FileId) -> PathMode {
+        let Some(x) = item.get("x-zuplo-path") else { return PathMode::OpenApi };
+        let Some(mode) = x.get("pathMode") else { return PathMode::OpenApi };
+        match mode.as_str() {
+            Some("open-api") => PathMode::OpenApi,
+            Some("url-pattern") => PathMode::UrlPattern,
+            _ => {
+                self.diags.error(at(file, mode.span), "`pathMode` must be \"open-api\" or \"url-pattern\"");
+                PathMode::OpenApi
+            }
+        }
+    }
+
+    fn parse_path(&mut self, path: &str, key_span: Span, mode: PathMode, file: FileId) -> Option<ParsedPath> {
+        let result = match mode {
+            PathMode::OpenApi => pattern::parse_open_api(path),
+            PathMode::UrlPattern => pattern::parse_url_pattern(path),
+        };
+        match result {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let base = string_content_start(&self.files.get(file).text, key_span, path);
+                let span = match base {
+                    Some(b) => Span { start: b + e.offset, end: b + e.offset + e.len },
+                    None => key_span,
+                };
+                self.diags.error(at(file, span), e.message);
+                None
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn route(
+        &mut self,
+        path: &str,
+        path_span: Span,
+        method: &str,
+        method_span: Span,
+        op: &Node,
+        mode: PathMode,
+        parsed: ParsedPath,
+        file: FileId,
+        policies: &Policies,
+    ) -> Option<Route> {
+        let Some(x) = op.get("x-zuplo-route") else {
+            self.diags.warning(at(file, method_span), format!("{} {path} has no `x-zuplo-route`; it is not routed", method.to_ascii_uppercase()));
+            return None;
+        };
+        if !matches!(x.kind, Kind::Object(_)) {
+            self.diags.error(at(file, x.span), format!("`x-zuplo-route` must be an object, found {}", x.type_name()));
+            return None;
+        }
+        for e in x.entries() {
+            if !matches!(e.key.as_str(), "handler" | "policies" | "corsPolicy" | "raw" | "version" | "mcp") {
+                self.diags.warning(at(file, e.key_span), format!("unknown `x-zuplo-route` key `{}`", e.key));
+            }
+        }
+        let cors_policy = match x.get("corsPolicy") {
+            None => None,
+            Some(c) => match c.as_str() {
+                Some("none") => None,
+                Some(name) => {
+                    self.diags.warning(at(file, c.span), format!("corsPolicy `{name}` is not applied: this version of specgate strips no CORS headers and adds none"));
+                    Some(name.to_owned())
+                }
+                None => {
+                    self.diags.error(at(file, c.span), format!("`corsPolicy` must be a string, found {}", c.type_name()));
+                    None
+                }
+            },
+        };
+        self.check_policies(x, file, policies);
+        let handler = self.handler(x, file, &parsed)?;
+        Some(Route {
+            path: path.to_owned(),
+            path_at: at(file, path_span),
+            method: method.to_ascii_uppercase(),
+            method_at: at(file, method_span),
+            operation_id: op.get("operationId").and_then(Node::as_str).map(str::to_owned),
+            mode,
+            parsed,
+            handler,
+            cors_policy,
+        })
+    }
+
+    fn check_policies(&mut self, x: &Node, file: FileId, policies: &Policies) {
+        let Some(p) = x.get("policies") else { return };
+        for side in ["inbound", "outbound"] {
+            let Some(list) = p.get(side) else { continue };
+            let Kind::Array(items) = &list.kind else {
+                self.diags.error(at(file, list.span), format!("`policies.{side}` must be an array of policy names, found {}", list.type_name()));
+                continue;
+            };
+            for item in items {
+                match item.as_str() {
+                    Some(name) if !policies.names.contains_key(name) => {
+                        self.diags.error(at(file, item.span), format!("policy `{name}` is not defined in config/policies.json"));
+                    }
+                    Some(name) => {
+                        self.diags.error(at(file, item.span), format!("policy `{name}` cannot be applied: this version of specgate does not run policy chains yet"))
+                            .help("remove the policy from the route, or generate with a specgate version that supports policies");
+                    }
+                    None => {
+                        self.diags.error(at(file, item.span), format!("a policy name must be a string, found {}", item.type_name()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn handler(&mut self, x: &Node, file: FileId, parsed: &ParsedPath) -> Option<Handler> {
+        let Some(h) = x.get("handler") else {
+            self.diags.error(at(file, x.span), "`x-zuplo-route` has no `handler`");
+            return None;
+        };
+        let export = self.required_str(h, "export", file)?;
+        let module = self.required_str(h, "module", file)?;
+        if module.1 != BUILTIN_MODULE {
+            if module.1.starts_with("$import(./") || module.1.starts_with("$import(../") {
+                self.diags.error(at(file, module.0), format!("custom handler module `{}` is not supported by this version of specgate", module.1))
+                    .help("use urlForwardHandler, urlRewriteHandler or redirectHandler from $import(@zuplo/runtime)");
+            } else {
+                self.diags.error(at(file, module.0), format!("unknown handler module `{}`", module.1))
+                    .help("built-in handlers come from `$import(@zuplo/runtime)`");
+            }
+            return None;
+        }
+        let empty = Node { span: h.span, kind: Kind::Object(Vec::new()) };
+        let options = h.get("options").unwrap_or(&empty);
+        if !matches!(options.kind, Kind::Object(_)) {
+            self.diags.error(at(file, options.span), format!("handler `options` must be an object, found {}", options.type_name()));
+            return None;
+        }
+        let mut opts = Options { node: options, file, known: Vec::new() };
+        let handler = match export.1.as_str() {
+            "urlForwardHandler" => {
+                let base = self.template_option(&mut opts, "baseUrl", parsed)?;
+                let forward_search = self.bool_option(&mut opts, "forwardSearch", true);
+                let follow_redirects = self.bool_option(&mut opts, "followRedirects", false);
+                Handler::Forward { base, forward_search, follow_redirects }
+            }
+            "urlRewriteHandler" => {
+                let pattern = self.template_option(&mut opts, "rewritePattern", parsed)?;
+                let forward_search = self.bool_option(&mut opts, "forwardSearch", true);
+                let follow_redirects = self.bool_option(&mut opts, "followRedirects", false);
+                Handler::Rewrite { pattern, forward_search, follow_redirects }
+            }
+            "redirectHandler" => {
+                let location = self.template_option(&mut opts, "location", parsed)?;
+                opts.known.push("status");
+                let status = match options.get("status") {
+                    None => 302,
+                    Some(s) => match s.as_u64() {
+                        Some(v @ (301 | 302 | 303 | 307 | 308)) => v as u16,
+                        _ => {
+                            self.diags.error(at(file, s.span), "`status` of redirectHandler must be 301, 302, 303, 307 or 308");
+                            302
+                        }
+                    },
+                };
+                Handler::Redirect { location, status }
+            }
+            other => {
+                let msg = match other {
+                    "openApiSpecHandler" | "webSocketHandler" | "lambdaHandler" | "mcpServerHandler" | "awsLambdaHandler" => {
+                        format!("handler `{other}` is not supported by this version of specgate")
+                    }
+                    _ => format!("`{other}` is not a handler of $import(@zuplo/runtime)"),
+                };
+                self.diags.error(at(file, export.0), msg)
+                    .help("supported here: urlForwardHandler, urlRewriteHandler, redirectHandler");
+                return None;
+            }
+        };
+        for e in options.entries() {
+            if !opts.known.contains(&e.key.as_str()) {
+                self.diags.warning(at(file, e.key_span), format!("unknown option `{}` of {}", e.key, export.1))
+                    .help(format!("known options: {}", opts.known.join(", ")));
+            }
+        }
+        Some(handler)
+    }
+
+    fn required_str(&mut self, node: &Node, key: &str, file: FileId) -> Option<(Span, String)> {
+        match node.get(key) {
+            None => {
+                self.diags.error(at(file, node.span), format!("handler has no `{key}`"));
+                None
+            }
+            Some(v) => match v.as_str() {
+                Some(s) => Some((v.span, s.to_owned())),
+                None => {
+                    self.diags.error(at(file, v.span), format!("handler `{key}` must be a string, found {}", v.type_name()));
+                    None
+                }
+            },
+        }
+    }
+
+    fn bool_option(&mut self, opts: &mut Options<'_>, key: &'static str, default: bool) -> bool {
+        opts.known.push(key);
+        match opts.node.get(key) {
+            None => default,
+            Some(v) => match v.as_bool() {
+                Some(b) => b,
+                None => {
+                    self.diags.error(at(opts.file, v.span), format!("option `{key}` must be true or false, found {}", v.type_name()));
+                    default
+                }
+            },
+        }
+    }
+
+    fn template_option(&mut self, opts: &mut Options<'_>, key: &'static str, parsed: &ParsedPath) -> Option<template::Template> {
+        opts.known.push(key);
+        let file = opts.file;
+        let Some(v) = opts.node.get(key) else {
+            self.diags.error(at(file, opts.node.span), format!("required option `{key}` is missing"));
+            return None;
+        };
+        let Some(text) = v.as_str() else {
+            self.diags.error(at(file, v.span), format!("option `{key}` must be a string, found {}", v.type_name()));
+            return None;
+        };
+        if text.trim().is_empty() {
+            self.diags.error(at(file, v.span), format!("option `{key}` is empty"));
+            return None;
+        }
+        let result = template::parse(text, &parsed.params);
+        let base = string_content_start(&self.files.get(file).text, v.span, text);
+        let span_of = |offset: usize, len: usize| match base {
+            Some(b) => Span { start: b + offset, end: b + offset + len },
+            None => v.span,
+        };
+        for w in &result.warnings {
+            let d = self.diags.warning(at(file, span_of(w.offset, w.len)), w.message.clone());
+            if let Some(h) = &w.help {
+                d.help(h.clone());
+            }
+        }
+        for e in &result.errors {
+            let d = self.diags.error(at(file, span_of(e.offset, e.len)), e.message.clone());
+            if let Some(h) = &e.help {
+                d.help(h.clone());
+            }
+        }
+        result.template
+    }
+}
+
+struct Options<'a> {
+    node: &'a Node,
+    file: FileId,
+    known: Vec<&'static str>,
+}
+
+/// Where the characters of a string value start in the source, when the source spells them
+/// literally (no escapes): quoted JSON/YAML strings and plain YAML scalars.
+fn string_content_start(text: &str, span: Span, value: &str) -> Option<usize> {
+    let raw = text.get(span.start..span.end)?;
+    if raw.starts_with(value) {
+        return Some(span.start);
+    }
+    let mut chars = raw.chars();
+    let q = chars.next()?;
+    if (q == '"' || q == '\'') && raw[1..].starts_with(value) {
+        return Some(span.start + 1);
+    }
+    None
+}
+
+/// Duplicate routes (same method and path) and routes an earlier one fully shadows.
+fn check_route_order(routes: &[Route], settings: &Settings, files: &Files, diags: &mut Diagnostics) {
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        let key = (r.method.clone(), r.path.clone());
+        if let Some(&first) = seen.get(&key) {
+            let f = &routes[first];
+            if settings.allow_duplicate_routes {
+                diags.warning(r.path_at, format!("{} {} is defined twice; the first definition wins", r.method, r.path));
+            } else {
+                diags.error(r.path_at, format!("duplicate route {} {}", r.method, r.path))
+                    .help(format!("it is already defined at {}; set \"allowDuplicateRoutes\": true in zuplo.jsonc to allow this", files.position(f.path_at.file, f.path_at.span.start)))
+                    .label("defined again here");
+            }
+            continue;
+        }
+        seen.insert(key, i);
+        if let Some(earlier) = routes[..i]
+            .iter()
+            .find(|e| e.method == r.method && e.path != r.path && pattern::covers(&e.parsed, &r.parsed))
+        {
+            diags.warning(r.method_at, format!("{} {} is never reached: {} {} matches every request it would", r.method, r.path, earlier.method, earlier.path))
+                .help("move the more specific route first");
+        }
+    }
+}
+
+fn hash_inputs(files: &Files) -> String {
+    let mut sorted: Vec<_> = files.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut h = Sha256::new();
+    for f in sorted {
+        h.update(f.name.as_bytes());
+        h.update([0]);
+        h.update(f.text.as_bytes());
+        h.update([0]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The names of the environment variables the project reads, sorted.
+pub fn env_vars(project: &Project) -> BTreeSet<String> {
+    project
+        .routes
+        .iter()
+        .flat_map(|r| r.handler.templates())
+        .flat_map(|t| t.env_vars().into_iter().map(str::to_owned))
+        .collect()
+}

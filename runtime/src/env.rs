@@ -1,0 +1,266 @@
+//! Environment variables: `.env` files, `$env(X)` / `${env.X}` resolution at start-up.
+//!
+//! Values are read once when the gateway starts and never baked into the binary. A missing
+//! variable does not stop the read: every missing name is collected so the operator sees the
+//! whole list in one message.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The variables visible to the gateway: the process environment over `.env` values.
+#[derive(Debug, Default, Clone)]
+pub struct Environment {
+    dotenv: HashMap<String, String>,
+    loaded_from: Vec<PathBuf>,
+}
+
+impl Environment {
+    /// Reads `.env` from the working directory and from the executable's directory (the
+    /// working directory's file wins on conflicts; the process environment wins over both).
+    pub fn load() -> Self {
+        let mut env = Environment::default();
+        let mut candidates = Vec::new();
+        if let Ok(cwd) = std::env::current_dir() {
+            candidates.push(cwd.join(".env"));
+        }
+        if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+            candidates.push(dir.join(".env"));
+        }
+        for path in candidates {
+            if env.loaded_from.contains(&path) {
+                continue;
+            }
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                for (k, v) in parse_dotenv(&text) {
+                    env.dotenv.entry(k).or_insert(v);
+                }
+                env.loaded_from.push(path);
+            }
+        }
+        env
+    }
+
+    /// An environment with only the given `.env`-style values (tests).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Environment {
+            dotenv: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            loaded_from: Vec::new(),
+        }
+    }
+
+    /// The `.env` files that were read.
+    pub fn loaded_from(&self) -> &[PathBuf] {
+        &self.loaded_from
+    }
+
+    /// Looks a variable up: process environment first, then `.env`.
+    pub fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().or_else(|| self.dotenv.get(name).cloned())
+    }
+
+    /// Starts a start-up read that collects every missing variable.
+    pub fn reader(&self) -> Reader<'_> {
+        Reader { env: self, missing: BTreeSet::new(), invalid: Vec::new() }
+    }
+}
+
+/// Reads the variables a gateway needs, remembering the ones that are missing.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    env: &'a Environment,
+    missing: BTreeSet<String>,
+    invalid: Vec<String>,
+}
+
+impl Reader<'_> {
+    /// A required variable. When missing, records it and returns an empty value so that the
+    /// rest of the configuration can still be read and every missing name reported at once.
+    pub fn required(&mut self, name: &str) -> Arc<str> {
+        match self.env.get(name) {
+            Some(v) => Arc::from(v),
+            None => {
+                self.missing.insert(name.to_owned());
+                Arc::from("")
+            }
+        }
+    }
+
+    /// An optional variable.
+    pub fn optional(&self, name: &str) -> Option<String> {
+        self.env.get(name)
+    }
+
+    /// Checks a start-up value that must be an absolute `http://` or `https://` URL
+    /// (an upstream base or a rewrite target made of literals and variables).
+    pub fn check_upstream_url(&mut self, what: &str, value: &str) {
+        if self.missing.is_empty() {
+            if let Err(why) = check_url(value) {
+                self.invalid.push(format!("{what} is `{value}`: {why}"));
+            }
+        }
+    }
+
+    /// Checks a start-up value that is sent as a header value (a redirect location).
+    pub fn check_header_value(&mut self, what: &str, value: &str) {
+        if value.bytes().any(|b| b.is_ascii_control()) {
+            self.invalid.push(format!("{what} contains control characters"));
+        }
+    }
+
+    /// Ends the read: an error naming every missing variable and invalid value, if any.
+    pub fn finish(self) -> Result<(), StartupError> {
+        if self.missing.is_empty() && self.invalid.is_empty() {
+            Ok(())
+        } else {
+            Err(StartupError { missing: self.missing.into_iter().collect(), invalid: self.invalid })
+        }
+    }
+}
+
+fn check_url(value: &str) -> Result<(), &'static str> {
+    if value.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err("it contains spaces or control characters");
+    }
+    let uri: http::Uri = value.parse().map_err(|_| "it is not a valid URL")?;
+    match uri.scheme_str() {
+        Some("http" | "https") if uri.authority().is_some() => Ok(()),
+        _ => Err("it is not an absolute http:// or https:// URL"),
+    }
+}
+
+/// Start-up failed: variables are not set or values are unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartupError {
+    /// The missing names, sorted.
+    pub missing: Vec<String>,
+    /// Descriptions of unusable values.
+    pub invalid: Vec<String>,
+}
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.missing.is_empty() {
+            write!(
+                f,
+                "missing environment variable{}: {} (set them in the environment or in a .env file)",
+                if self.missing.len() == 1 { "" } else { "s" },
+                self.missing.join(", ")
+            )?;
+        }
+        for (i, inv) in self.invalid.iter().enumerate() {
+            if i > 0 || !self.missing.is_empty() {
+                f.write_str("; ")?;
+            }
+            write!(f, "invalid configuration: {inv}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+/// Parses `.env` text: `KEY=VALUE` lines, optional `export `, `#` comments, single or double
+/// quotes (double quotes understand `\n`, `\"` and `\\`).
+pub fn parse_dotenv(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((key, value)) = line.split_once('=') else { continue };
+        let key = key.trim();
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let value = value.trim();
+        let value = if let Some(inner) = value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+            let mut s = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' {
+                    match chars.next() {
+                        Some('n') => s.push('\n'),
+                        Some('r') => s.push('\r'),
+                        Some('t') => s.push('\t'),
+                        Some(o) => s.push(o),
+                        None => s.push('\\'),
+                    }
+                } else {
+                    s.push(c);
+                }
+            }
+            s
+        } else if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+            inner.to_owned()
+        } else {
+            // An unquoted value ends at an inline comment.
+            match value.find(" #") {
+                Some(i) => value[..i].trim_end().to_owned(),
+                None => value.to_owned(),
+            }
+        };
+        out.push((key.to_owned(), value));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_dotenv_forms() {
+        let parsed = parse_dotenv(
+            "# comment\nA=1\nexport B = two words # note\nC=\"line\\nbreak\"\nD='$raw'\nbad line\n=x\n",
+        );
+        assert_eq!(
+            parsed,
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "line\nbreak".into()),
+                ("D".into(), "$raw".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn reader_reports_every_missing_variable() {
+        let env = Environment::from_pairs([("SPECGATE_TEST_PRESENT", "yes")]);
+        let mut r = env.reader();
+        assert_eq!(&*r.required("SPECGATE_TEST_PRESENT"), "yes");
+        r.required("SPECGATE_TEST_MISSING_B");
+        r.required("SPECGATE_TEST_MISSING_A");
+        let err = r.finish().err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            err,
+            "missing environment variables: SPECGATE_TEST_MISSING_A, SPECGATE_TEST_MISSING_B \
+             (set them in the environment or in a .env file)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn startup_urls_are_checked() {
+        let env = Environment::from_pairs([("X", "1")]);
+        let mut r = env.reader();
+        r.check_upstream_url("baseUrl of a", "http://127.0.0.1:8080/base");
+        r.check_upstream_url("baseUrl of b", "localhost:8080");
+        r.check_upstream_url("baseUrl of c", "http://x\r\nHost: y");
+        let err = r.finish().err().map(|e| e.invalid).unwrap_or_default();
+        assert_eq!(err.len(), 2);
+        assert!(err[0].starts_with("baseUrl of b"));
+    }
+}

@@ -1,0 +1,355 @@
+//! The streaming reverse proxy: one pooled HTTP client, header hygiene, error mapping.
+//!
+//! Bodies are streamed both ways (never buffered whole, except a request body that may have to
+//! be replayed for a 307/308 redirect when `followRedirects` is on). The gateway answers for
+//! itself only when the exchange with the upstream fails: connect failure → 502, no response
+//! head in time → 504. Any HTTP response of the upstream, 4xx and 5xx included, passes through.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::{Context, Problem, Request, Response};
+
+/// The most redirects followed for one request.
+const MAX_REDIRECTS: usize = 10;
+/// The largest request body kept in memory to replay it on a 307/308 redirect.
+const MAX_REPLAY_BODY: usize = 8 * 1024 * 1024;
+
+/// Settings of the upstream side.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// How long to wait for the upstream's response head (connect included).
+    pub timeout: Duration,
+    /// How long to wait for a TCP connection.
+    pub connect_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// How many proxies in front of the gateway are trusted to set `X-Forwarded-*`.
+    pub trusted_proxy_hops: usize,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            pool_idle_timeout: Duration::from_secs(90),
+            trusted_proxy_hops: 0,
+        }
+    }
+}
+
+/// The pooled upstream client shared by every route.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    config: UpstreamConfig,
+}
+
+impl Upstream {
+    /// Builds the client. Must be called inside a Tokio runtime.
+    pub fn new(config: UpstreamConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Upstream { client, config }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.config
+    }
+
+    /// Sends `req` to `url` and returns the upstream's response, or the problem response that
+    /// stands for a failed exchange.
+    pub async fn send(&self, req: Request, cx: &Context, url: &str, follow_redirects: bool) -> Response {
+        match self.try_send(req, cx, url, follow_redirects).await {
+            Ok(resp) => resp,
+            Err(problem) => problem_response(problem, cx),
+        }
+    }
+
+    async fn try_send(&self, req: Request, cx: &Context, url: &str, follow_redirects: bool) -> Result<Response, Problem> {
+        let mut uri = parse_upstream_uri(url)?;
+        let (parts, body) = req.into_parts();
+        let mut headers = parts.headers;
+        prepare_request_headers(&mut headers, cx, self.config.trusted_proxy_hops);
+        let mut method = parts.method;
+
+        if !follow_redirects {
+            return self.exchange(method, uri, headers, body, cx).await;
+        }
+
+        let replay = collect_replayable(body).await?;
+        let mut body = replay.clone().map(Body::from).unwrap_or_else(Body::empty);
+        for _ in 0..MAX_REDIRECTS {
+            let resp = self.exchange(method.clone(), uri.clone(), headers.clone(), body, cx).await?;
+            let Some(next) = redirect_target(&resp, &uri) else { return Ok(resp) };
+            match resp.status() {
+                StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {
+                    body = replay.clone().map(Body::from).unwrap_or_else(Body::empty);
+                }
+                StatusCode::SEE_OTHER if method != Method::HEAD => {
+                    method = Method::GET;
+                    drop_body_headers(&mut headers);
+                    body = Body::empty();
+                }
+                _ if method == Method::POST => {
+                    // What browsers do for 301/302 after a POST.
+                    method = Method::GET;
+                    drop_body_headers(&mut headers);
+                    body = Body::empty();
+                }
+                _ => body = replay.clone().map(Body::from).unwrap_or_else(Body::empty),
+            }
+            uri = next;
+        }
+        Err(Problem::bad_gateway(format!("the upstream redirected more than {MAX_REDIRECTS} times")))
+    }
+
+    async fn exchange(&self, method: Method, uri: Uri, headers: HeaderMap, body: Body, cx: &Context) -> Result<Response, Problem> {
+        let mut out = http::Request::new(body);
+        *out.method_mut() = method;
+        *out.uri_mut() = uri;
+        *out.headers_mut() = headers;
+        let fut = self.client.request(out);
+        let resp = match tokio::time::timeout(self.config.timeout, fut).await {
+            Err(_) => {
+                tracing::warn!(request_id = %cx.request_id, "upstream did not answer within {:?}", self.config.timeout);
+                return Err(Problem::gateway_timeout("the upstream did not answer in time"));
+            }
+            Ok(Err(e)) => return Err(classify(&e, cx)),
+            Ok(Ok(resp)) => resp,
+        };
+        let (mut parts, incoming) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Ok(Response::from_parts(parts, Body::new(incoming)))
+    }
+}
+
+/// Renders a problem for the request in `cx`.
+pub fn problem_response(problem: Problem, cx: &Context) -> Response {
+    problem.into_response_with(&cx.pathname, &cx.request_id)
+}
+
+fn parse_upstream_uri(url: &str) -> Result<Uri, Problem> {
+    let uri: Uri = url
+        .parse()
+        .map_err(|_| Problem::internal("the upstream URL built for this route is not a valid URL"))?;
+    match uri.scheme_str() {
+        Some("http") if uri.authority().is_some() => Ok(uri),
+        Some("https") => Err(Problem::bad_gateway("HTTPS upstreams are not supported by this gateway build")),
+        _ => Err(Problem::internal("the upstream URL built for this route is not an absolute http URL")),
+    }
+}
+
+fn classify(e: &hyper_util::client::legacy::Error, cx: &Context) -> Problem {
+    let timed_out = source_chain(e).any(|s| {
+        s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+            || s.to_string().contains("timed out")
+    });
+    if timed_out {
+        tracing::warn!(request_id = %cx.request_id, error = %chain_text(e), "upstream connect timed out");
+        return Problem::gateway_timeout("the upstream did not accept a connection in time");
+    }
+    if e.is_connect() {
+        tracing::warn!(request_id = %cx.request_id, error = %chain_text(e), "upstream unreachable");
+        Problem::bad_gateway("the upstream could not be reached")
+    } else {
+        tracing::warn!(request_id = %cx.request_id, error = %chain_text(e), "upstream exchange failed");
+        Problem::bad_gateway("the upstream closed the connection or sent an invalid response")
+    }
+}
+
+fn source_chain<'a>(e: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
+    source_chain(e).map(|s| s.to_string()).collect::<Vec<_>>().join(": ")
+}
+
+async fn collect_replayable(body: Body) -> Result<Option<Bytes>, Problem> {
+    let limited = http_body_util::Limited::new(body, MAX_REPLAY_BODY);
+    match limited.collect().await {
+        Ok(c) => {
+            let b = c.to_bytes();
+            Ok(if b.is_empty() { None } else { Some(b) })
+        }
+        Err(_) => Err(Problem::new(StatusCode::PAYLOAD_TOO_LARGE)
+            .with_detail("the request body is too large to be replayed across upstream redirects")),
+    }
+}
+
+fn drop_body_headers(headers: &mut HeaderMap) {
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::CONTENT_TYPE);
+}
+
+fn redirect_target(resp: &Response, current: &Uri) -> Option<Uri> {
+    if !matches!(resp.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = resp.headers().get(header::LOCATION)?.to_str().ok()?;
+    resolve_location(current, location)
+}
+
+/// Resolves a `Location` against the URL that produced it (absolute URLs, absolute paths and
+/// relative paths; scheme-relative `//host` too).
+fn resolve_location(base: &Uri, location: &str) -> Option<Uri> {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.parse().ok();
+    }
+    let scheme = base.scheme_str()?;
+    if let Some(rest) = location.strip_prefix("//") {
+        return format!("{scheme}://{rest}").parse().ok();
+    }
+    let authority = base.authority()?.as_str();
+    if location.starts_with('/') {
+        return format!("{scheme}://{authority}{location}").parse().ok();
+    }
+    let dir = base.path().rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    format!("{scheme}://{authority}{dir}/{location}").parse().ok()
+}
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(&name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static(crate::request_id::HEADER);
+
+/// Prepares the client's headers for the upstream: hop-by-hop removed, `Host` left to the
+/// client (it sets the upstream's), `X-Forwarded-*` and the request id set.
+fn prepare_request_headers(headers: &mut HeaderMap, cx: &Context, trusted_hops: usize) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    let peer = cx.peer.ip().to_string();
+    // Forwarded headers from the client are kept only when a trusted proxy put them there.
+    let prior_for = if trusted_hops > 0 { joined(headers, &X_FORWARDED_FOR) } else { None };
+    let xff = match prior_for {
+        Some(prior) => format!("{prior}, {peer}"),
+        None => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if trusted_hops == 0 || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if trusted_hops == 0 || !headers.contains_key(&X_FORWARDED_HOST) {
+        match HeaderValue::from_str(&cx.host) {
+            Ok(v) => {
+                headers.insert(X_FORWARDED_HOST, v);
+            }
+            Err(_) => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&cx.request_id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let parts: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    if parts.is_empty() { None } else { Some(parts.join(", ")) }
+}
+
+/// The client address once `trusted_hops` proxies in front of the gateway are accounted for:
+/// with n trusted proxies, the n-th address from the right of `X-Forwarded-For` is the client.
+pub fn client_ip(peer: std::net::IpAddr, headers: &HeaderMap, trusted_hops: usize) -> std::net::IpAddr {
+    if trusted_hops == 0 {
+        return peer;
+    }
+    let list: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if list.is_empty() {
+        return peer;
+    }
+    let idx = list.len().saturating_sub(trusted_hops);
+    list[idx].parse().unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn client_ip_honours_trusted_hops() {
+        let peer: std::net::IpAddr = "10.0.0.9".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        let mut h = HeaderMap::new();
+        h.insert(&X_FORWARDED_FOR, HeaderValue::from_static("6.6.6.6, 1.2.3.4, 10.0.0.2"));
+        assert_eq!(client_ip(peer, &h, 0), peer);
+        assert_eq!(client_ip(peer, &h, 1).to_string(), "10.0.0.2");
+        assert_eq!(client_ip(peer, &h, 2).to_string(), "1.2.3.4");
+        assert_eq!(client_ip(peer, &h, 9).to_string(), "6.6.6.6");
+    }
+
+    #[test]
+    fn resolves_locations() {
+        let base: Uri = "http://up:8080/a/b?x=1".parse().unwrap_or_default();
+        let r = |l| resolve_location(&base, l).map(|u| u.to_string());
+        assert_eq!(r("/c").as_deref(), Some("http://up:8080/c"));
+        assert_eq!(r("c").as_deref(), Some("http://up:8080/a/c"));
+        assert_eq!(r("http://other/x").as_deref(), Some("http://other/x"));
+        assert_eq!(r("//h2/y").as_deref(), Some("http://h2/y"));
+    }
+}

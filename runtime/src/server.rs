@@ -1,0 +1,373 @@
+//! Start-up and the request loop: configuration from the environment, logging, routing,
+//! system routes, request ids, access logs and graceful shutdown.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use axum::extract::{ConnectInfo, State};
+use http::{HeaderValue, Method, StatusCode, header};
+
+use crate::context::RouteInfo;
+use crate::env::Environment;
+use crate::path::normalize_path;
+use crate::proxy::{Upstream, UpstreamConfig};
+use crate::router::{Lookup, RouteSpec, Router};
+use crate::{Context, Gateway, Problem, Request, Response};
+
+/// Settings of the server, read from the environment at start-up.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (`HOST`, default `0.0.0.0`).
+    pub host: IpAddr,
+    /// Port to listen on (`PORT`, default 9000).
+    pub port: u16,
+    /// Tokio worker threads (`WORKER_THREADS`, default: one per core).
+    pub worker_threads: Option<usize>,
+    /// How long in-flight requests may run after SIGTERM (`SHUTDOWN_TIMEOUT_SECONDS`, 30).
+    pub shutdown_timeout: Duration,
+    /// One log line per request (`ACCESS_LOG`, default on).
+    pub access_log: bool,
+    /// Upstream settings (`UPSTREAM_TIMEOUT_SECONDS` 30, `UPSTREAM_CONNECT_TIMEOUT_SECONDS` 10,
+    /// `TRUSTED_PROXY_HOPS` 0).
+    pub upstream: UpstreamConfig,
+}
+
+impl ServerConfig {
+    /// Reads the settings; every malformed value is reported.
+    pub fn from_env(env: &Environment) -> Result<Self, Vec<String>> {
+        let mut errors = Vec::new();
+        let parse = |name: &str, default: &str| -> String {
+            env.get(name).unwrap_or_else(|| default.to_owned())
+        };
+        let host_s = parse("HOST", "0.0.0.0");
+        let port_s = parse("PORT", "9000");
+        let threads_s = parse("WORKER_THREADS", "");
+        let shutdown_s = parse("SHUTDOWN_TIMEOUT_SECONDS", "30");
+        let access_s = parse("ACCESS_LOG", "on");
+        let timeout_s = parse("UPSTREAM_TIMEOUT_SECONDS", "30");
+        let connect_s = parse("UPSTREAM_CONNECT_TIMEOUT_SECONDS", "10");
+        let hops_s = parse("TRUSTED_PROXY_HOPS", "0");
+
+        let host = host_s.parse::<IpAddr>().unwrap_or_else(|_| {
+            errors.push(format!("HOST={host_s:?} is not an IP address"));
+            Ipv4Addr::UNSPECIFIED.into()
+        });
+        let port = port_s.parse::<u16>().unwrap_or_else(|_| {
+            errors.push(format!("PORT={port_s:?} is not a port number"));
+            9000
+        });
+        let worker_threads = if threads_s.is_empty() {
+            None
+        } else {
+            match threads_s.parse::<usize>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    errors.push(format!("WORKER_THREADS={threads_s:?} is not a positive number"));
+                    None
+                }
+            }
+        };
+        let mut seconds = |name: &str, s: &str| match s.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Duration::from_secs_f64(v),
+            _ => {
+                errors.push(format!("{name}={s:?} is not a positive number of seconds"));
+                Duration::from_secs(30)
+            }
+        };
+        let shutdown_timeout = seconds("SHUTDOWN_TIMEOUT_SECONDS", &shutdown_s);
+        let timeout = seconds("UPSTREAM_TIMEOUT_SECONDS", &timeout_s);
+        let connect_timeout = seconds("UPSTREAM_CONNECT_TIMEOUT_SECONDS", &connect_s);
+        let access_log = match access_s.to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => true,
+            "off" | "false" | "0" | "no" => false,
+            _ => {
+                errors.push(format!("ACCESS_LOG={access_s:?} is neither on nor off"));
+                true
+            }
+        };
+        let trusted_proxy_hops = hops_s.parse::<usize>().unwrap_or_else(|_| {
+            errors.push(format!("TRUSTED_PROXY_HOPS={hops_s:?} is not a number"));
+            0
+        });
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(ServerConfig {
+            host,
+            port,
+            worker_threads,
+            shutdown_timeout,
+            access_log,
+            upstream: UpstreamConfig { timeout, connect_timeout, trusted_proxy_hops, ..UpstreamConfig::default() },
+        })
+    }
+}
+
+/// Shared state of the running gateway that handlers reach through the [`Context`].
+#[derive(Debug)]
+pub struct Runtime {
+    upstream: Upstream,
+    routes: &'static [RouteSpec],
+    access_log: bool,
+}
+
+impl Runtime {
+    /// The pooled upstream client.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    pub(crate) fn route_params(&self, index: usize) -> &'static [&'static str] {
+        self.routes.get(index).map(|r| r.params).unwrap_or(&[])
+    }
+}
+
+struct App<G: Gateway> {
+    gateway: G,
+    runtime: Runtime,
+    router: Router,
+}
+
+/// Entry point of a generated gateway's `main`.
+pub fn run<G: Gateway>() -> ExitCode {
+    let env = Environment::load();
+    init_logging(&env);
+    let config = match ServerConfig::from_env(&env) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in errors {
+                tracing::error!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut reader = env.reader();
+    let gateway = G::configure(&mut reader);
+    if let Err(missing) = reader.finish() {
+        tracing::error!("{missing}");
+        eprintln!("error: {missing}");
+        return ExitCode::FAILURE;
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = config.worker_threads {
+        builder.worker_threads(n);
+    }
+    let rt = match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(serve(gateway, config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds, serves until `shutdown` resolves, then lets in-flight requests finish (for at most
+/// the configured shutdown timeout).
+pub async fn serve<G: Gateway>(
+    gateway: G,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let app = build::<G>(gateway, &config)?;
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(gateway = G::NAME, routes = G::ROUTES.len(), "listening on http://{local}");
+
+    let router = axum::Router::new().fallback(dispatch::<G>).with_state(app);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let graceful = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+    };
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(graceful);
+    let deadline = async move {
+        let mut rx = stop_rx;
+        while !*rx.borrow() {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        tokio::time::sleep(config.shutdown_timeout).await;
+    };
+    tokio::select! {
+        r = server => r.map_err(|e| format!("server error: {e}")),
+        () = deadline => {
+            tracing::warn!("shutdown timeout reached; closing remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// Builds the axum router of a gateway without binding (for in-process tests).
+pub fn router<G: Gateway>(gateway: G, config: &ServerConfig) -> Result<axum::Router, String> {
+    let app = build::<G>(gateway, config)?;
+    Ok(axum::Router::new().fallback(dispatch::<G>).with_state(app))
+}
+
+fn build<G: Gateway>(gateway: G, config: &ServerConfig) -> Result<&'static App<G>, String> {
+    let router = Router::new(G::ROUTES).map_err(|e| e.to_string())?;
+    let runtime = Runtime {
+        upstream: Upstream::new(config.upstream.clone()),
+        routes: G::ROUTES,
+        access_log: config.access_log,
+    };
+    // The gateway lives as long as the process; leaking it gives every request a plain
+    // `&'static` instead of reference counting on the hot path.
+    Ok(Box::leak(Box::new(App { gateway, runtime, router })))
+}
+
+async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: Request) -> Response {
+    let started = Instant::now();
+    let request_id = crate::request_id::accept_or_mint(req.headers());
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut route_label = "";
+    let mut resp = route::<G>(app, req, &request_id, &mut route_label).await;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(crate::request_id::HEADER, v);
+    }
+    if app.runtime.access_log {
+        tracing::info!(
+            target: "specgate::access",
+            request_id = %request_id,
+            method = %method,
+            path = %path,
+            route = route_label,
+            status = resp.status().as_u16(),
+            duration_us = started.elapsed().as_micros() as u64,
+        );
+    }
+    resp
+}
+
+async fn route<G: Gateway>(app: &'static App<G>, req: Request, request_id: &str, label: &mut &'static str) -> Response {
+    let raw_path = req.uri().path();
+    if raw_path == "/__zuplo/ping" && (req.method() == Method::GET || req.method() == Method::HEAD) {
+        *label = "__zuplo/ping";
+        let mut resp = Response::new(axum::body::Body::from("ok"));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        return resp;
+    }
+    let pathname = match normalize_path(raw_path) {
+        Ok(p) => p.into_owned(),
+        Err(e) => {
+            return Problem::bad_request(format!("the request path is not acceptable: {e}"))
+                .into_response_with(raw_path, request_id);
+        }
+    };
+    let (route, params) = match app.router.lookup(req.method(), &pathname) {
+        Lookup::Found { route, params } => {
+            let values: Vec<String> = (0..params.len()).filter_map(|i| params.get(i)).map(|c| c.into_owned()).collect();
+            (route, values)
+        }
+        Lookup::MethodNotAllowed { allow } => {
+            let allow = allow.join(", ");
+            let mut p = Problem::new(StatusCode::METHOD_NOT_ALLOWED)
+                .with_detail(format!("{} is not allowed on this path", req.method()));
+            if let Ok(v) = HeaderValue::from_str(&allow) {
+                p = p.with_header(header::ALLOW, v);
+            }
+            return p.into_response_with(&pathname, request_id);
+        }
+        Lookup::NotFound => {
+            return Problem::not_found("no route matches this path").into_response_with(&pathname, request_id);
+        }
+    };
+    let Some(info) = G::ROUTE_INFO.get(route) else {
+        return Problem::internal("route table mismatch").into_response_with(&pathname, request_id);
+    };
+    *label = info.label;
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .unwrap_or_else(|| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
+        .unwrap_or_default();
+    if !is_valid_host(&host) {
+        return Problem::bad_request("the Host header is not a valid host name").into_response_with(&pathname, request_id);
+    }
+    let client_ip = crate::proxy::client_ip(peer.ip(), req.headers(), app.runtime.upstream.config().trusted_proxy_hops);
+    let cx = Context {
+        request_id: request_id.to_owned(),
+        route: info,
+        query: req.uri().query().map(str::to_owned),
+        pathname,
+        host,
+        peer,
+        client_ip,
+        user: None,
+        custom: serde_json::Map::new(),
+        params,
+        runtime: &app.runtime,
+    };
+    app.gateway.handle(route, req, cx).await
+}
+
+/// Host names, IPv4 and bracketed IPv6 literals, with an optional port. The Host header is
+/// client-supplied and reaches templates (`${host}`) and `X-Forwarded-Host`, so anything else
+/// is refused before routing.
+fn is_valid_host(host: &str) -> bool {
+    host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']' | b'_'))
+}
+
+/// The static facts of the routes of `G` (for tools and tests).
+pub fn route_info<G: Gateway>() -> &'static [RouteInfo] {
+    G::ROUTE_INFO
+}
+
+fn init_logging(env: &Environment) {
+    use tracing_subscriber::EnvFilter;
+    let filter = env
+        .get("RUST_LOG")
+        .or_else(|| env.get("LOG_LEVEL"))
+        .unwrap_or_else(|| "info".to_owned());
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = env.get("LOG_FORMAT").is_some_and(|f| f.eq_ignore_ascii_case("json"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let _ = if json { builder.json().flatten_event(true).try_init() } else { builder.try_init() };
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,372 @@
+//! Helpers for the end-to-end tests: a recording upstream on loopback, building and starting
+//! generated gateways, and a plain HTTP client.
+//!
+//! Gateways are the crates checked in under `generated/`; they are built once per test run with
+//! the workspace's target directory (the same build `cargo build --workspace` makes).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::{Notify, mpsc};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The target directory cargo uses for this workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+
+/// Builds every gateway under `generated/` (once per process) and returns the binary of `name`.
+pub fn gateway_binary(name: &str) -> PathBuf {
+    let result = BUILT.get_or_init(|| {
+        let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd.current_dir(workspace_root()).args(["build", "--quiet"]);
+        for entry in std::fs::read_dir(workspace_root().join("generated")).into_iter().flatten().flatten() {
+            if entry.path().join("Cargo.toml").exists() {
+                cmd.args(["-p", &entry.file_name().to_string_lossy()]);
+            }
+        }
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+    });
+    if let Err(e) = result {
+        panic!("building the generated gateways failed:\n{e}");
+    }
+    target_dir().join("debug").join(name)
+}
+
+/// A request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Method.
+    pub method: String,
+    /// Path and query as received.
+    pub target: String,
+    /// Headers (lower-case names; repeated headers joined with `, `).
+    pub headers: HashMap<String, String>,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl Seen {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// A real HTTP server on loopback that records every request and answers by path:
+/// `/status/NNN` answers NNN, `/slow/MS` waits, `/redirect` answers 302 to `/redirected`,
+/// `/stream` streams two chunks (the second after [`Upstream::release`]), `/hop` answers with a
+/// hop-by-hop header named in `Connection`; anything else answers 200 with `{"upstream": name}`.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    release: Arc<Notify>,
+    first_chunk: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Starts an upstream that tags its answers with `name`.
+    pub async fn start(name: &str) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let release = Arc::new(Notify::new());
+        let first_chunk = Arc::new(Notify::new());
+        let (s, r, f, n) = (seen.clone(), release.clone(), first_chunk.clone(), Arc::<str>::from(name));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { break };
+                let (s, r, f, n) = (s.clone(), r.clone(), f.clone(), n.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| answer(req, s.clone(), r.clone(), f.clone(), n.clone()));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, seen, release, first_chunk, task }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The last request received.
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the upstream received no request")
+    }
+
+    /// Lets a `/stream` response send its second chunk.
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
+
+    /// Resolves when a streaming request body's first chunk has arrived at `/upload-stream`.
+    pub async fn first_chunk_arrived(&self) {
+        self.first_chunk.notified().await;
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+type Body = BoxBody<Bytes, Infallible>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    release: Arc<Notify>,
+    first_chunk: Arc<Notify>,
+    name: Arc<str>,
+) -> Result<Response<Body>, Infallible> {
+    let (parts, mut body) = req.into_parts();
+    let target = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    let mut headers: HashMap<String, String> = HashMap::new();
+    for (k, v) in &parts.headers {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        headers.entry(k.as_str().to_owned()).and_modify(|e| { e.push_str(", "); e.push_str(&v) }).or_insert(v);
+    }
+    let mut collected = Vec::new();
+    if path.ends_with("/upload-stream") {
+        // Signal as soon as the first piece of the body is here: proves the gateway streams.
+        if let Some(Ok(frame)) = body.frame().await {
+            if let Ok(data) = frame.into_data() {
+                collected.extend_from_slice(&data);
+            }
+            first_chunk.notify_one();
+        }
+    }
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            collected.extend_from_slice(&data);
+        }
+    }
+    if let Ok(mut s) = seen.lock() {
+        s.push(Seen { method: parts.method.to_string(), target, headers, body: Bytes::from(collected) });
+    }
+
+    let mut resp = Response::new(full(format!("{{\"upstream\":\"{name}\",\"path\":{:?}}}", path)));
+    resp.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
+    if let Some(code) = path.rsplit_once("/status/").and_then(|(_, c)| c.parse::<u16>().ok()) {
+        *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+        *resp.body_mut() = full(format!("upstream says {code}"));
+        resp.headers_mut().insert("content-type", "text/plain".parse().expect("static header"));
+    } else if let Some(ms) = path.rsplit_once("/slow/").and_then(|(_, c)| c.parse::<u64>().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    } else if path.ends_with("/redirect") {
+        *resp.status_mut() = StatusCode::FOUND;
+        resp.headers_mut().insert("location", "/redirected".parse().expect("static header"));
+    } else if path.ends_with("/stream") {
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(2);
+        tokio::spawn(async move {
+            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"first;")))).await;
+            release.notified().await;
+            let _ = tx.send(Ok(Frame::data(Bytes::from_static(b"second")))).await;
+        });
+        let stream = tokio_stream_from(rx);
+        *resp.body_mut() = StreamBody::new(stream).boxed();
+    } else if path.ends_with("/hop") {
+        let h = resp.headers_mut();
+        h.insert("connection", "x-upstream-private".parse().expect("static header"));
+        h.insert("x-upstream-private", "secret".parse().expect("static header"));
+        h.insert("keep-alive", "timeout=5".parse().expect("static header"));
+        h.insert("x-upstream-public", "yes".parse().expect("static header"));
+    }
+    Ok(resp)
+}
+
+/// A `Stream` over an mpsc receiver (no extra crate needed).
+fn tokio_stream_from<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures_core::Stream<Item = T> + Send {
+    struct S<T>(mpsc::Receiver<T>);
+    impl<T> futures_core::Stream for S<T> {
+        type Item = T;
+        fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+    let _ = &mut rx;
+    S(rx)
+}
+
+/// A running gateway process, killed on drop.
+pub struct Gateway {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+}
+
+/// A free loopback port (the listener is closed before the port is used; good enough on loopback).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+impl Gateway {
+    /// Starts the gateway binary `bin` with `env` and waits until `/__zuplo/ping` answers.
+    pub async fn start(bin: &Path, env: &[(&str, String)]) -> Gateway {
+        let port = free_port();
+        let log = std::env::temp_dir().join(format!("specgate-gw-{port}-{}.log", std::process::id()));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(bin);
+        cmd.env("PORT", port.to_string())
+            .env("HOST", "127.0.0.1")
+            .env("LOG_LEVEL", "info")
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let gw = Gateway { addr: SocketAddr::from(([127, 0, 0, 1], port)), child, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = get(&gw.url("/__zuplo/ping")).await {
+                if r.status == 200 {
+                    return gw;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("gateway did not start; its log:\n{}", gw.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// What the gateway logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit (at most `timeout`) and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// A response as the client got it.
+#[derive(Debug)]
+pub struct Got {
+    /// Status code.
+    pub status: u16,
+    /// Headers (lower-case names, repeated ones joined with `, `).
+    pub headers: HashMap<String, String>,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Got {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {:?}", self.body))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Sends a request with a real HTTP/1.1 client (one connection per call).
+pub async fn send(method: &str, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Result<Got, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let mut b = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(body.into())).map_err(|e| e.to_string())?;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| "client timeout".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let mut hs: HashMap<String, String> = HashMap::new();
+    for (k, v) in resp.headers() {
+        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+        hs.entry(k.as_str().to_owned()).and_modify(|e| { e.push_str(", "); e.push_str(&v) }).or_insert(v);
+    }
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Got { status, headers: hs, body })
+}
+
+/// `GET url`.
+pub async fn get(url: &str) -> Result<Got, String> {
+    send("GET", url, &[], Bytes::new()).await
+}
+
+/// Writes raw bytes to `addr` and returns everything read until the server closes or
+/// `timeout` passes (for requests no well-behaved client would send).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return String::new() };
+    let _ = s.write_all(request).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(timeout, s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}

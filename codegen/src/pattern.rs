@@ -227,7 +227,7 @@ pub fn parse_url_pattern(path: &str) -> Result<ParsedPath, PatternError> {
     let body = p.sequence(false)?;
     let regex = format!("^{body}$");
     if let Err(e) = regex::Regex::new(&regex) {
-        return Err(err(0, path.len(), format!("the pattern does not compile to a regular expression: {e}")));
+        return Err(err(0, path.len(), format!("the pattern does not compile to a regular expression: {}", first_line(&e.to_string()))));
     }
     // Leading literal segments, each terminated by `/`, index the route.
     let special = path.find([':', '(', '*', '{', '\\', '?', '+']).unwrap_or(path.len());
@@ -415,7 +415,8 @@ impl UrlPatternParser<'_> {
 }
 
 fn first_line(s: &str) -> String {
-    s.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(s.lines().next().unwrap_or(s)).to_owned()
+    let line = s.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(s.lines().next().unwrap_or(s));
+    line.strip_prefix("error:").unwrap_or(line).trim().to_owned()
 }
 
 /// Whether every path `later` matches is matched by `earlier` (so `later` is unreachable for

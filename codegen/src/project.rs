@@ -90,7 +90,17 @@ fn read_file(root: &Path, path: &Path, files: &mut Files, diags: &mut Diagnostic
     let text = match String::from_utf8(bytes) {
         Ok(t) => t,
         Err(e) => {
-            diags.error(None, format!("{display} is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()));
+            // Register a lossy copy so the error can show line:col and the offending byte
+            // (the text before it is unchanged, so the offset still holds).
+            let bad = e.utf8_error().valid_up_to();
+            let bytes = e.into_bytes();
+            let byte = bytes.get(bad).copied().unwrap_or(0);
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let len = text[bad..].chars().next().map_or(0, char::len_utf8);
+            let file = files.add(display.clone(), path.to_path_buf(), text);
+            diags.error(at(file, Span { start: bad, end: bad + len }), format!("{display} is not UTF-8 text"))
+                .label(format!("invalid byte 0x{byte:02X}"))
+                .help("save the file as UTF-8");
             return None;
         }
     };
@@ -362,11 +372,7 @@ impl Loader<'_> {
         match result {
             Ok(p) => Some(p),
             Err(e) => {
-                let base = string_content_start(&self.files.get(file).text, key_span, path);
-                let span = match base {
-                    Some(b) => Span { start: b + e.offset, end: b + e.offset + e.len },
-                    None => key_span,
-                };
+                let span = value_span(&self.files.get(file).text, key_span, path, e.offset, e.len);
                 self.diags.error(at(file, span), e.message);
                 None
             }
@@ -572,11 +578,8 @@ impl Loader<'_> {
             return None;
         }
         let result = template::parse(text, &parsed.params);
-        let base = string_content_start(&self.files.get(file).text, v.span, text);
-        let span_of = |offset: usize, len: usize| match base {
-            Some(b) => Span { start: b + offset, end: b + offset + len },
-            None => v.span,
-        };
+        let source = self.files.get(file).text.clone();
+        let span_of = |offset: usize, len: usize| value_span(&source, v.span, text, offset, len);
         for w in &result.warnings {
             let d = self.diags.warning(at(file, span_of(w.offset, w.len)), w.message.clone());
             if let Some(h) = &w.help {
@@ -599,19 +602,95 @@ struct Options<'a> {
     known: Vec<&'static str>,
 }
 
-/// Where the characters of a string value start in the source, when the source spells them
-/// literally (no escapes): quoted JSON/YAML strings and plain YAML scalars.
-fn string_content_start(text: &str, span: Span, value: &str) -> Option<usize> {
+/// Where bytes `offset..offset + len` of a string value are written in the source, so that a
+/// diagnostic inside a template or path underlines exactly the offending text. Handles quoted
+/// JSON/YAML strings (escapes such as `\\d` or `\u0041` included) and plain YAML scalars;
+/// falls back to the whole value when the spelling cannot be mapped (e.g. folded YAML).
+fn value_span(text: &str, span: Span, value: &str, offset: usize, len: usize) -> Span {
+    let Some(map) = source_offsets(text, span, value) else { return span };
+    let start = offset.min(value.len());
+    let end = offset.saturating_add(len).clamp(start, value.len());
+    Span { start: map[start], end: map[end].max(map[start]) }
+}
+
+/// For each byte offset of `value` (and its end), the offset in `text` where the character
+/// holding it is written; `None` when `text[span]` does not spell `value` in a known way.
+fn source_offsets(text: &str, span: Span, value: &str) -> Option<Vec<usize>> {
     let raw = text.get(span.start..span.end)?;
-    if raw.starts_with(value) {
-        return Some(span.start);
+    let quote = raw.chars().next()?;
+    if quote != '"' && quote != '\'' {
+        // A plain scalar is spelled as it reads.
+        return raw.starts_with(value).then(|| (0..=value.len()).map(|i| span.start + i).collect());
     }
-    let mut chars = raw.chars();
-    let q = chars.next()?;
-    if (q == '"' || q == '\'') && raw[1..].starts_with(value) {
-        return Some(span.start + 1);
+    let mut decoded = String::with_capacity(value.len());
+    let mut map = Vec::with_capacity(value.len() + 1);
+    let mut chars = raw.char_indices().skip(1).peekable();
+    let mut closed = false;
+    while let Some((i, c)) = chars.next() {
+        let ch = match c {
+            '\n' | '\r' => return None,
+            c if c == quote && quote == '\'' => {
+                if chars.peek().map(|&(_, n)| n) == Some('\'') {
+                    chars.next();
+                    '\''
+                } else {
+                    closed = true;
+                    map.push(span.start + i);
+                    break;
+                }
+            }
+            c if c == quote => {
+                closed = true;
+                map.push(span.start + i);
+                break;
+            }
+            '\\' if quote == '"' => {
+                let (_, e) = chars.next()?;
+                let hex = |chars: &mut std::iter::Peekable<std::iter::Skip<std::str::CharIndices<'_>>>, n: usize| -> Option<u32> {
+                    let mut v = 0u32;
+                    for _ in 0..n {
+                        v = v * 16 + chars.next()?.1.to_digit(16)?;
+                    }
+                    Some(v)
+                };
+                match e {
+                    'u' => {
+                        let hi = hex(&mut chars, 4)?;
+                        if (0xD800..0xDC00).contains(&hi) {
+                            if chars.next()?.1 != '\\' || chars.next()?.1 != 'u' {
+                                return None;
+                            }
+                            let lo = hex(&mut chars, 4)?;
+                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo.checked_sub(0xDC00)? & 0x3FF))?
+                        } else {
+                            char::from_u32(hi)?
+                        }
+                    }
+                    'x' => char::from_u32(hex(&mut chars, 2)?)?,
+                    'U' => char::from_u32(hex(&mut chars, 8)?)?,
+                    '"' | '\\' | '/' | ' ' | '\t' => e,
+                    'b' => '\u{8}',
+                    'f' => '\u{c}',
+                    'n' => '\n',
+                    'r' => '\r',
+                    't' => '\t',
+                    '0' => '\0',
+                    'a' => '\u{7}',
+                    'v' => '\u{b}',
+                    'e' => '\u{1b}',
+                    'N' => '\u{85}',
+                    '_' => '\u{a0}',
+                    'L' => '\u{2028}',
+                    'P' => '\u{2029}',
+                    _ => return None,
+                }
+            }
+            c => c,
+        };
+        map.extend(std::iter::repeat_n(span.start + i, ch.len_utf8()));
+        decoded.push(ch);
     }
-    None
+    (closed && decoded == value).then_some(map)
 }
 
 /// Duplicate routes (same method and path) and routes an earlier one fully shadows.

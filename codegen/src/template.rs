@@ -246,7 +246,7 @@ pub fn parse(text: &str, params: &[ParamDef]) -> Parsed {
             };
             let name = &text[i + 5..i + close];
             if !is_env_name(name) {
-                out.errors.push(issue(i, close + 1, format!("`{name}` is not a valid environment variable name"), None));
+                out.errors.push(issue(i + 5, name.len(), format!("`{name}` is not a valid environment variable name"), Some(ENV_NAME_HELP)));
             } else {
                 out.warnings.push(issue(
                     i,
@@ -291,6 +291,8 @@ fn is_env_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
+const ENV_NAME_HELP: &str = "environment variable names hold ASCII letters, digits and `_` and do not start with a digit";
+
 const SUPPORTED: &str = "supported: params.x, query.x, headers.get(\"x\"), env.X, context.custom.x, \
 request.user.sub, request.user.data.x, url, host, hostname, pathname, port, search, method, origin, \
 protocol, encodeURIComponent(...), e(...)";
@@ -308,6 +310,12 @@ fn parse_expr(raw: &str, offset: usize, params: &[ParamDef]) -> Result<Expr, Iss
             let inner_off = at + f.len();
             let e = parse_expr(inner, inner_off, params)?;
             return Ok(Expr::Encode(Box::new(e)));
+        }
+    }
+    // `env.API-URL` would otherwise read as "not a supported expression": name the real problem.
+    if let Some(name) = s.strip_prefix("env.").filter(|n| !n.is_empty() && !n.contains(['.', '[', '(', ' '])) {
+        if !is_env_name(name) {
+            return Err(issue(at + 4, name.len(), format!("`{name}` is not a valid environment variable name"), Some(ENV_NAME_HELP)));
         }
     }
     let path = split_member_path(s).ok_or_else(|| unsupported(format!("`{s}` is not a supported template expression")))?;
@@ -334,7 +342,7 @@ fn parse_expr(raw: &str, offset: usize, params: &[ParamDef]) -> Result<Expr, Iss
             if is_env_name(name) {
                 Ok(Expr::Env((*name).to_owned()))
             } else {
-                Err(unsupported(format!("`{name}` is not a valid environment variable name")))
+                Err(issue(at, s.len(), format!("`{name}` is not a valid environment variable name"), Some(ENV_NAME_HELP)))
             }
         }
         ["context", "custom", name] => Ok(Expr::Custom((*name).to_owned())),

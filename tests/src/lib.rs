@@ -73,7 +73,7 @@ impl Seen {
 
 /// A real HTTP server on loopback that records every request and answers by path:
 /// `/status/NNN` answers NNN, `/slow/MS` waits, `/redirect` answers 302 to `/redirected`,
-/// `/stream` streams two chunks (the second after [`Upstream::release`]), `/hop` answers with a
+/// `?redirect-to=X` answers 307 to X, `/stream` streams two chunks (the second after [`Upstream::release`]), `/hop` answers with a
 /// hop-by-hop header named in `Connection`; anything else answers 200 with `{"upstream": name}`.
 pub struct Upstream {
     /// Where it listens.
@@ -188,6 +188,9 @@ async fn answer(
         resp.headers_mut().insert("content-type", "text/plain".parse().expect("static header"));
     } else if let Some(ms) = path.rsplit_once("/slow/").and_then(|(_, c)| c.parse::<u64>().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    } else if let Some(to) = parts.uri.query().and_then(|q| q.strip_prefix("redirect-to=")) {
+        *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+        resp.headers_mut().insert("location", to.parse().expect("location"));
     } else if path.ends_with("/redirect") {
         *resp.status_mut() = StatusCode::FOUND;
         resp.headers_mut().insert("location", "/redirected".parse().expect("static header"));

@@ -1,0 +1,1 @@
+// custom handler (not supported by this version)

@@ -1,0 +1,138 @@
+//! Start-up and shutdown: environment errors, graceful shutdown, and a crate generated outside
+//! the workspace that builds on its own.
+
+use std::process::Command;
+use std::time::Duration;
+
+use specgate_tests::{Gateway, Upstream, gateway_binary, get, target_dir, workspace_root};
+
+#[test]
+fn missing_variables_stop_start_up_and_are_all_named() {
+    let out = Command::new(gateway_binary("multi-backend"))
+        .env("PORT", specgate_tests::free_port().to_string())
+        .env("HOST", "127.0.0.1")
+        .env("USERS_URL", "http://127.0.0.1:1")
+        .env_remove("ORDERS_URL")
+        .env_remove("CATALOG_URL")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run gateway");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing environment variables: CATALOG_URL, ORDERS_URL"), "{err}");
+}
+
+#[test]
+fn unusable_values_stop_start_up() {
+    let out = Command::new(gateway_binary("multi-backend"))
+        .env("PORT", "not-a-port")
+        .env("USERS_URL", "http://127.0.0.1:1")
+        .env("ORDERS_URL", "http://127.0.0.1:1")
+        .env("CATALOG_URL", "ftp://files.example.com")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run gateway");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PORT=\"not-a-port\" is not a port number"), "{err}");
+
+    let out = Command::new(gateway_binary("multi-backend"))
+        .env("PORT", specgate_tests::free_port().to_string())
+        .env("USERS_URL", "http://127.0.0.1:1")
+        .env("ORDERS_URL", "http://127.0.0.1:1")
+        .env("CATALOG_URL", "ftp://files.example.com")
+        .current_dir(std::env::temp_dir())
+        .output()
+        .expect("run gateway");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("baseUrl of catalog is `ftp://files.example.com`: it is not an absolute http:// or https:// URL"), "{err}");
+}
+
+#[test]
+fn dotenv_in_the_working_directory_is_read() {
+    let dir = std::env::temp_dir().join(format!("specgate-dotenv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(dir.join(".env"), "USERS_URL=http://127.0.0.1:1\nORDERS_URL=http://127.0.0.1:1\n").expect("write");
+    let out = Command::new(gateway_binary("multi-backend"))
+        .env("PORT", "not-a-port-either")
+        .env_remove("USERS_URL")
+        .env_remove("ORDERS_URL")
+        .env_remove("CATALOG_URL")
+        .current_dir(&dir)
+        .output()
+        .expect("run gateway");
+    let err = String::from_utf8_lossy(&out.stderr);
+    // PORT fails first; set a good one and only CATALOG_URL is missing.
+    assert!(err.contains("PORT"), "{err}");
+    let out = Command::new(gateway_binary("multi-backend"))
+        .env("PORT", specgate_tests::free_port().to_string())
+        .env_remove("USERS_URL")
+        .env_remove("ORDERS_URL")
+        .env_remove("CATALOG_URL")
+        .current_dir(&dir)
+        .output()
+        .expect("run gateway");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing environment variable: CATALOG_URL"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let up = Upstream::start("slow").await;
+    let mut gw = Gateway::start(
+        &gateway_binary("multi-backend"),
+        &[("USERS_URL", up.url()), ("ORDERS_URL", up.url()), ("CATALOG_URL", up.url())],
+    )
+    .await;
+    let url = gw.url("/catalog/slow/1500");
+    let pending = tokio::spawn(async move { get(&url).await });
+    // Wait until the request reached the upstream, then ask the gateway to stop.
+    for _ in 0..200 {
+        if !up.seen().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The upstream records a request when its body is read, before the delay.
+    assert_eq!(up.seen().len(), 1);
+    let killed = Command::new("kill").args(["-TERM", &gw.pid().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    let r = pending.await.expect("join").expect("in-flight request completes");
+    assert_eq!(r.status, 200);
+    let code = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10))).await.expect("join");
+    assert_eq!(code, Some(0), "the gateway exits cleanly after draining");
+}
+
+/// `--out` outside the workspace: the crate declares its own workspace, points at the runtime
+/// by a relative path, and builds with a plain `cargo build`.
+#[tokio::test]
+async fn crate_generated_outside_the_workspace_builds_and_serves() {
+    let out = std::env::temp_dir().join(format!("specgate-standalone-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let project = workspace_root().join("tests/fixtures/standalone");
+    let opts = specgate::generate::Options { name: Some("Standalone GW".into()), out: out.clone(), runtime_path: None };
+    let (output, diags, _) = specgate::generate::generate(&project, &opts);
+    let output = output.unwrap_or_else(|| panic!("generation failed: {diags:?}"));
+    specgate::generate::write(&output, &out).expect("write");
+    let cargo_toml = std::fs::read_to_string(out.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(cargo_toml.contains("name = \"standalone-gw\""), "{cargo_toml}");
+    assert!(cargo_toml.contains("[workspace]"), "{cargo_toml}");
+    // Reuse the workspace's resolved versions and compiled dependencies.
+    std::fs::copy(workspace_root().join("Cargo.lock"), out.join("Cargo.lock")).expect("lock");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet", "--offline"])
+        .current_dir(&out)
+        .env("CARGO_TARGET_DIR", target_dir())
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "the standalone crate builds");
+
+    let up = Upstream::start("standalone").await;
+    let gw = Gateway::start(&target_dir().join("debug/standalone-gw"), &[("BACKEND", up.url())]).await;
+    let r = get(&gw.url("/hello/world")).await.expect("request");
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last().target, "/greetings/world");
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -341,22 +341,22 @@ fn dynamic_render(t: &Template, env: &EnvFields) -> TokenStream {
 fn value_expr(expr: &Expr, env: &EnvFields) -> TokenStream {
     match expr {
         Expr::Param { index, .. } => quote! { cx.param(#index) },
-        Expr::Query(name) => quote! { &*cx.query_param(#name).unwrap_or_default() },
+        Expr::Query(name) => quote! { &cx.query_param(#name).unwrap_or_default() },
         Expr::Header(name) => quote! { t::header(&req, #name) },
         Expr::Env(var) => {
             let f = env.field(var);
             quote! { &self.#f }
         }
-        Expr::Custom(key) => quote! { &*cx.custom_text(#key) },
+        Expr::Custom(key) => quote! { &cx.custom_text(#key) },
         Expr::UserSub => quote! { cx.user_sub() },
-        Expr::UserData(key) => quote! { &*cx.user_data_text(#key) },
+        Expr::UserData(key) => quote! { &cx.user_data_text(#key) },
         Expr::Url(piece) => match piece {
             UrlPiece::Url => quote! { &cx.url() },
             UrlPiece::Host => quote! { &cx.host },
             UrlPiece::Hostname => quote! { cx.hostname() },
             UrlPiece::Pathname => quote! { &cx.pathname },
             UrlPiece::Port => quote! { cx.port() },
-            UrlPiece::Search => quote! { &*cx.search() },
+            UrlPiece::Search => quote! { &cx.search() },
             UrlPiece::Method => quote! { req.method().as_str() },
             UrlPiece::Origin => quote! { &cx.origin() },
             UrlPiece::Protocol => quote! { cx.protocol() },

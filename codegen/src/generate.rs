@@ -304,12 +304,11 @@ fn to_public(node: &Node, dir: &Path, bundle: &mut Bundle, project: &Project) ->
                 if e.key.starts_with("x-zuplo") {
                     continue;
                 }
-                if e.key == "$ref" {
-                    if let Some(r) = e.value.as_str() {
+                if e.key == "$ref"
+                    && let Some(r) = e.value.as_str() {
                         map.insert(e.key.clone(), Value::String(bundle_ref(r, dir, bundle, project)));
                         continue;
                     }
-                }
                 map.insert(e.key.clone(), to_public(&e.value, dir, bundle, project));
             }
             Value::Object(map)

@@ -98,7 +98,7 @@ fn read_file(root: &Path, path: &Path, files: &mut Files, diags: &mut Diagnostic
             let text = String::from_utf8_lossy(&bytes).into_owned();
             let len = text[bad..].chars().next().map_or(0, char::len_utf8);
             let file = files.add(display.clone(), path.to_path_buf(), text);
-            diags.error(at(file, Span { start: bad, end: bad + len }), format!("{display} is not UTF-8 text"))
+            diags.error(at(file, Span { start: bad, end: bad + len }), "the file is not UTF-8 text")
                 .label(format!("invalid byte 0x{byte:02X}"))
                 .help("save the file as UTF-8");
             return None;
@@ -122,6 +122,21 @@ fn read_file(root: &Path, path: &Path, files: &mut Files, diags: &mut Diagnostic
         }
     }
     node.map(|n| (file, n))
+}
+
+/// `a/b/../c` → `a/c`, without touching the file system (the path may not exist).
+fn lexical_normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir if matches!(out.components().next_back(), Some(std::path::Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn display_name(root: &Path, path: &Path) -> String {
@@ -304,7 +319,7 @@ impl Loader<'_> {
             Ok(p) => p,
             Err(_) => {
                 self.diags.error(at(file, span), format!("`$ref` file `{target}` not found"))
-                    .label(format!("looked for {}", display_name(self.root, &path)));
+                    .label(format!("looked for {}", display_name(self.root, &lexical_normalize(&path))));
                 return;
             }
         };
@@ -316,11 +331,10 @@ impl Loader<'_> {
                 self.check_refs(&ext_node, &ext_node, ext_file, &ext_dir, depth + 1);
             }
         }
-        if let (Some(Some((_, ext))), Some(ptr)) = (self.external.get(&canonical), fragment) {
-            if ext.pointer(ptr).is_none() {
+        if let (Some(Some((_, ext))), Some(ptr)) = (self.external.get(&canonical), fragment)
+            && ext.pointer(ptr).is_none() {
                 self.diags.error(at(file, span), format!("`$ref` `{r}`: `#{ptr}` does not resolve in {target}"));
             }
-        }
     }
 
     fn collect_routes(&mut self, doc: &Document, policies: &Policies, routes: &mut Vec<Route>) {
@@ -436,6 +450,12 @@ impl Loader<'_> {
 
     fn check_policies(&mut self, x: &Node, file: FileId, policies: &Policies) {
         let Some(p) = x.get("policies") else { return };
+        if !matches!(p.kind, Kind::Object(_)) {
+            // Silently ignoring e.g. `"policies": ["api-key"]` would drop authentication.
+            self.diags.error(at(file, p.span), format!("`policies` must be an object with `inbound` and `outbound` lists, found {}", p.type_name()))
+                .help(r#"write "policies": { "inbound": ["name", ...] }"#);
+            return;
+        }
         for side in ["inbound", "outbound"] {
             let Some(list) = p.get(side) else { continue };
             let Kind::Array(items) = &list.kind else {
@@ -445,7 +465,14 @@ impl Loader<'_> {
             for item in items {
                 match item.as_str() {
                     Some(name) if !policies.names.contains_key(name) => {
-                        self.diags.error(at(file, item.span), format!("policy `{name}` is not defined in config/policies.json"));
+                        let help = if policies.names.is_empty() {
+                            "config/policies.json defines no policies".to_owned()
+                        } else {
+                            let names: Vec<&str> = policies.names.keys().map(String::as_str).collect();
+                            format!("config/policies.json defines: {}", names.join(", "))
+                        };
+                        self.diags.error(at(file, item.span), format!("policy `{name}` is not defined in config/policies.json"))
+                            .help(help);
                     }
                     Some(name) => {
                         self.diags.error(at(file, item.span), format!("policy `{name}` cannot be applied: this version of specgate does not run policy chains yet"))
@@ -461,7 +488,8 @@ impl Loader<'_> {
 
     fn handler(&mut self, x: &Node, file: FileId, parsed: &ParsedPath) -> Option<Handler> {
         let Some(h) = x.get("handler") else {
-            self.diags.error(at(file, x.span), "`x-zuplo-route` has no `handler`");
+            self.diags.error(at(file, x.span), "`x-zuplo-route` has no `handler`")
+                .help(r#"add e.g. "handler": { "export": "urlForwardHandler", "module": "$import(@zuplo/runtime)", "options": { "baseUrl": "https://..." } }"#);
             return None;
         };
         let export = self.required_str(h, "export", file)?;
@@ -701,7 +729,8 @@ fn check_route_order(routes: &[Route], settings: &Settings, files: &Files, diags
         if let Some(&first) = seen.get(&key) {
             let f = &routes[first];
             if settings.allow_duplicate_routes {
-                diags.warning(r.path_at, format!("{} {} is defined twice; the first definition wins", r.method, r.path));
+                diags.warning(r.path_at, format!("{} {} is defined twice; the first definition wins", r.method, r.path))
+                    .help(format!("the first definition is at {}", files.position(f.path_at.file, f.path_at.span.start)));
             } else {
                 diags.error(r.path_at, format!("duplicate route {} {}", r.method, r.path))
                     .help(format!("it is already defined at {}; set \"allowDuplicateRoutes\": true in zuplo.jsonc to allow this", files.position(f.path_at.file, f.path_at.span.start)))

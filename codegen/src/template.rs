@@ -313,11 +313,10 @@ fn parse_expr(raw: &str, offset: usize, params: &[ParamDef]) -> Result<Expr, Iss
         }
     }
     // `env.API-URL` would otherwise read as "not a supported expression": name the real problem.
-    if let Some(name) = s.strip_prefix("env.").filter(|n| !n.is_empty() && !n.contains(['.', '[', '(', ' '])) {
-        if !is_env_name(name) {
+    if let Some(name) = s.strip_prefix("env.").filter(|n| !n.is_empty() && !n.contains(['.', '[', '(', ' ']))
+        && !is_env_name(name) {
             return Err(issue(at + 4, name.len(), format!("`{name}` is not a valid environment variable name"), Some(ENV_NAME_HELP)));
         }
-    }
     let path = split_member_path(s).ok_or_else(|| unsupported(format!("`{s}` is not a supported template expression")))?;
     let names: Vec<&str> = path.iter().map(String::as_str).collect();
     let piece = |p| Ok(Expr::Url(p));

@@ -99,11 +99,10 @@ impl Reader<'_> {
     /// Checks a start-up value that must be an absolute `http://` or `https://` URL
     /// (an upstream base or a rewrite target made of literals and variables).
     pub fn check_upstream_url(&mut self, what: &str, value: &str) {
-        if self.missing.is_empty() {
-            if let Err(why) = check_url(value) {
+        if self.missing.is_empty()
+            && let Err(why) = check_url(value) {
                 self.invalid.push(format!("{what} is `{value}`: {why}"));
             }
-        }
     }
 
     /// Checks a start-up value that is sent as a header value (a redirect location).

@@ -40,12 +40,11 @@ pub async fn url_forward(req: Request, cx: &Context, base: &str, opts: ForwardOp
 /// `urlRewriteHandler`: the rendered `rewritePattern` is the upstream URL; with
 /// `forwardSearch` the incoming query is appended (merged when the pattern has one).
 pub async fn url_rewrite(req: Request, cx: &Context, mut url: String, opts: ForwardOptions) -> Response {
-    if opts.forward_search {
-        if let Some(q) = cx.query.as_deref().filter(|q| !q.is_empty()) {
+    if opts.forward_search
+        && let Some(q) = cx.query.as_deref().filter(|q| !q.is_empty()) {
             url.push(if url.contains('?') { '&' } else { '?' });
             url.push_str(q);
         }
-    }
     cx.runtime.upstream().send(req, cx, &url, opts.follow_redirects).await
 }
 

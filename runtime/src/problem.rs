@@ -16,7 +16,11 @@ pub const CONTENT_TYPE: &str = "application/problem+json";
 /// The trace member (`timestamp`, `requestId`) and `instance` are filled in by
 /// [`Problem::into_response_with`] from the request the problem answers.
 #[derive(Debug, Clone)]
-pub struct Problem {
+pub struct Problem(Box<Inner>);
+
+// Boxed so that `Result<_, Problem>` stays one pointer wide on the hot path.
+#[derive(Debug, Clone)]
+struct Inner {
     status: StatusCode,
     title: Cow<'static, str>,
     detail: Option<Cow<'static, str>>,
@@ -28,14 +32,14 @@ pub struct Problem {
 impl Problem {
     /// A problem with the status's canonical reason as its title.
     pub fn new(status: StatusCode) -> Self {
-        Problem {
+        Problem(Box::new(Inner {
             status,
             title: Cow::Borrowed(status.canonical_reason().unwrap_or("Error")),
             detail: None,
             type_uri: None,
             extensions: Map::new(),
             headers: Vec::new(),
-        }
+        }))
     }
 
     /// 400 Bad Request.
@@ -65,55 +69,56 @@ impl Problem {
 
     /// Sets the human-readable explanation of this occurrence.
     pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
-        self.detail = Some(detail.into());
+        self.0.detail = Some(detail.into());
         self
     }
 
     /// Overrides the title.
     pub fn with_title(mut self, title: impl Into<Cow<'static, str>>) -> Self {
-        self.title = title.into();
+        self.0.title = title.into();
         self
     }
 
     /// Overrides the problem type URI (default: the httpproblems.com page of the status).
     pub fn with_type(mut self, type_uri: impl Into<Cow<'static, str>>) -> Self {
-        self.type_uri = Some(type_uri.into());
+        self.0.type_uri = Some(type_uri.into());
         self
     }
 
     /// Adds an extension member to the body.
     pub fn with_extension(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.extensions.insert(key.into(), value.into());
+        self.0.extensions.insert(key.into(), value.into());
         self
     }
 
     /// Adds a response header (for example `Allow` on a 405 or `Retry-After` on a 429).
     pub fn with_header(mut self, name: header::HeaderName, value: HeaderValue) -> Self {
-        self.headers.push((name, value));
+        self.0.headers.push((name, value));
         self
     }
 
     /// The status code.
     pub fn status(&self) -> StatusCode {
-        self.status
+        self.0.status
     }
 
     /// The detail, if any.
     pub fn detail(&self) -> Option<&str> {
-        self.detail.as_deref()
+        self.0.detail.as_deref()
     }
 
     /// Renders the problem for the request at `instance` with id `request_id`.
     pub fn into_response_with(self, instance: &str, request_id: &str) -> Response {
-        let mut body = Map::with_capacity(7 + self.extensions.len());
-        let type_uri = match self.type_uri {
+        let this = *self.0;
+        let mut body = Map::with_capacity(7 + this.extensions.len());
+        let type_uri = match this.type_uri {
             Some(t) => t.into_owned(),
-            None => format!("https://httpproblems.com/http-status/{}", self.status.as_u16()),
+            None => format!("https://httpproblems.com/http-status/{}", this.status.as_u16()),
         };
         body.insert("type".into(), Value::String(type_uri));
-        body.insert("title".into(), Value::String(self.title.into_owned()));
-        body.insert("status".into(), Value::from(self.status.as_u16()));
-        if let Some(detail) = self.detail {
+        body.insert("title".into(), Value::String(this.title.into_owned()));
+        body.insert("status".into(), Value::from(this.status.as_u16()));
+        if let Some(detail) = this.detail {
             body.insert("detail".into(), Value::String(detail.into_owned()));
         }
         body.insert("instance".into(), Value::String(instance.to_owned()));
@@ -121,15 +126,15 @@ impl Problem {
         trace.insert("timestamp".into(), Value::String(crate::time::now_rfc3339()));
         trace.insert("requestId".into(), Value::String(request_id.to_owned()));
         body.insert("trace".into(), Value::Object(trace));
-        for (k, v) in self.extensions {
+        for (k, v) in this.extensions {
             body.entry(k).or_insert(v);
         }
         let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
         let mut response = Response::new(Body::from(bytes));
-        *response.status_mut() = self.status;
+        *response.status_mut() = this.status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-        for (name, value) in self.headers {
+        for (name, value) in this.headers {
             headers.append(name, value);
         }
         response
@@ -138,8 +143,8 @@ impl Problem {
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.status.as_u16(), self.title)?;
-        if let Some(d) = &self.detail {
+        write!(f, "{} {}", self.0.status.as_u16(), self.0.title)?;
+        if let Some(d) = &self.0.detail {
             write!(f, ": {d}")?;
         }
         Ok(())

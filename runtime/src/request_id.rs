@@ -10,11 +10,10 @@ const MAX_LEN: usize = 200;
 
 /// Returns the client's id when it is safe to log and forward, or a fresh UUID v4.
 pub fn accept_or_mint(headers: &HeaderMap) -> String {
-    if let Some(v) = headers.get(HEADER).and_then(|v| v.to_str().ok()) {
-        if is_acceptable(v) {
+    if let Some(v) = headers.get(HEADER).and_then(|v| v.to_str().ok())
+        && is_acceptable(v) {
             return v.to_owned();
         }
-    }
     uuid::Uuid::new_v4().to_string()
 }
 

@@ -259,11 +259,10 @@ impl Gateway {
         let gw = Gateway { addr: SocketAddr::from(([127, 0, 0, 1], port)), child, log };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = get(&gw.url("/__zuplo/ping")).await {
-                if r.status == 200 {
+            if let Ok(r) = get(&gw.url("/__zuplo/ping")).await
+                && r.status == 200 {
                     return gw;
                 }
-            }
             if Instant::now() > deadline {
                 panic!("gateway did not start; its log:\n{}", gw.log_text());
             }

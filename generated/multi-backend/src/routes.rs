@@ -328,7 +328,7 @@ impl Gateway {
             let mut u = ::std::string::String::with_capacity(69usize);
             t::push_trusted(&mut u, &self.env_orders_url)?;
             u.push_str("/v2/search?q=");
-            t::push_query(&mut u, &*cx.query_param("q").unwrap_or_default());
+            t::push_query(&mut u, &cx.query_param("q").unwrap_or_default());
             u.push_str("&tenant=");
             t::push_query(&mut u, t::header(&req, "x-tenant"));
             Ok(u)

@@ -7,7 +7,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, Severity as MSeverity};
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents, Severity as MSeverity,
+    SourceCode, SourceSpan, SpanContents,
+};
 
 use crate::source::{LineIndex, Span};
 
@@ -174,12 +177,40 @@ impl Diagnostic {
     }
 }
 
+/// A file as miette sees it, with columns counted in characters (a BOM not counted), as
+/// editors and our own `file:line:col` prefix count them; miette alone counts bytes.
+struct CharColumns {
+    name: String,
+    text: Arc<str>,
+    index: LineIndex,
+}
+
+impl SourceCode for CharColumns {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let inner = (*self.text).read_span(span, before, after)?;
+        let (_, col) = self.index.line_col(inner.span().offset());
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            inner.data(),
+            *inner.span(),
+            inner.line(),
+            col.saturating_sub(1),
+            inner.line_count(),
+        )))
+    }
+}
+
 /// Adapter from a [`Diagnostic`] to miette's reporting traits.
 struct Report {
     message: String,
     severity: Severity,
     help: Option<String>,
-    source: Option<NamedSource<Arc<str>>>,
+    source: Option<CharColumns>,
     labels: Vec<LabeledSpan>,
 }
 
@@ -192,7 +223,7 @@ impl Report {
                 let end = loc.span.end.clamp(start, f.text.len());
                 let label = LabeledSpan::new(d.label.clone(), start, end - start);
                 (
-                    Some(NamedSource::new(f.name.clone(), f.text.clone())),
+                    Some(CharColumns { name: f.name.clone(), index: LineIndex::new(&f.text), text: f.text.clone() }),
                     vec![label],
                     format!("{}: {}", files.position(loc.file, start), d.message),
                 )

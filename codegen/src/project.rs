@@ -139,6 +139,37 @@ fn lexical_normalize(path: &Path) -> PathBuf {
     out
 }
 
+/// Looks up the fragment of a `$ref`: a JSON pointer that may be percent-encoded, as URI
+/// fragments are (`#/paths/~1users~1%7Bid%7D`).
+fn resolve_pointer<'n>(node: &'n Node, fragment: &str) -> Option<&'n Node> {
+    node.pointer(fragment).or_else(|| {
+        if !fragment.contains('%') {
+            return None;
+        }
+        let bytes = fragment.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (bytes[i], hex) {
+                (b'%', Some(v)) => {
+                    out.push(v);
+                    i += 3;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        node.pointer(&String::from_utf8(out).ok()?)
+    })
+}
+
 fn display_name(root: &Path, path: &Path) -> String {
     path.strip_prefix(root).unwrap_or(path).to_string_lossy().replace('\\', "/")
 }
@@ -305,7 +336,7 @@ impl Loader<'_> {
         };
         if target.is_empty() {
             let ptr = fragment.unwrap_or("");
-            if doc.pointer(ptr).is_none() {
+            if resolve_pointer(doc, ptr).is_none() {
                 self.diags.error(at(file, span), format!("`$ref` `{r}` does not resolve in this document"));
             }
             return;
@@ -323,6 +354,10 @@ impl Loader<'_> {
                 return;
             }
         };
+        if !canonical.is_file() {
+            self.diags.error(at(file, span), format!("`$ref` target `{target}` is not a file"));
+            return;
+        }
         if !self.external.contains_key(&canonical) {
             let loaded = read_file(self.root, &canonical, self.files, self.diags);
             self.external.insert(canonical.clone(), loaded);
@@ -332,7 +367,7 @@ impl Loader<'_> {
             }
         }
         if let (Some(Some((_, ext))), Some(ptr)) = (self.external.get(&canonical), fragment)
-            && ext.pointer(ptr).is_none() {
+            && resolve_pointer(ext, ptr).is_none() {
                 self.diags.error(at(file, span), format!("`$ref` `{r}`: `#{ptr}` does not resolve in {target}"));
             }
     }

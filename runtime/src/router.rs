@@ -194,6 +194,11 @@ impl fmt::Debug for Params<'_> {
 /// the node where its literal prefix ends. A lookup walks the trie along the path's
 /// segments and tests only the routes hanging on that walk, in ascending route index, so
 /// the first match in table order wins without scanning the table.
+///
+/// A regex route hangs at the node of its `prefix`, so it is only tried on paths whose
+/// leading segments are exactly those literals: the generator must only put whole segments
+/// the expression requires there. Routes whose first segment is dynamic hang at the root and
+/// are tried on every lookup (cheaply rejected by method and segment count).
 pub struct Router {
     routes: &'static [RouteSpec],
     compiled: Vec<Compiled>,

@@ -1,11 +1,14 @@
-//! The per-request context: what routing found, who the caller is, and a bag for custom code.
+//! The per-request context: what routing found, who the client is, a bag for custom code,
+//! logging with the request id, and work that runs after the response.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
 use serde_json::{Map, Value};
 
 use crate::server::Runtime;
+use crate::{Problem, Response};
 
 /// Static facts about a route, emitted by the generator.
 #[derive(Debug, Clone, Copy)]
@@ -20,7 +23,7 @@ pub struct RouteInfo {
     pub label: &'static str,
 }
 
-/// The authenticated caller, set by authentication policies.
+/// The authenticated caller, set by authentication policies (`request.user`).
 #[derive(Debug, Clone, Default)]
 pub struct User {
     /// The subject: consumer name or token subject.
@@ -29,58 +32,49 @@ pub struct User {
     pub data: Value,
 }
 
-/// Everything known about one request besides the request itself.
+impl User {
+    /// A member of `data` as text (strings as they are, other values as JSON, `None` if absent).
+    pub fn data_text(&self, key: &str) -> Option<Cow<'_, str>> {
+        match self.data.get(key)? {
+            Value::Null => None,
+            Value::String(s) => Some(Cow::Borrowed(s)),
+            other => Some(Cow::Owned(other.to_string())),
+        }
+    }
+}
+
+/// Everything known about one request besides the request itself (`context` in Zuplo).
 #[derive(Debug)]
 pub struct Context {
     /// The request id (accepted from the client or minted), echoed on the response.
     pub request_id: String,
     /// The matched route.
     pub route: &'static RouteInfo,
-    /// The request path after normalization; routing, auth and forwarding all use this one.
+    /// The request path after normalization; routing, policies and forwarding all use it.
     pub pathname: String,
-    /// The raw query string without `?`, if any.
-    pub query: Option<String>,
-    /// The `Host` the client addressed (authority of the URL, or the Host header).
+    /// The `Host` the client addressed.
     pub host: String,
     /// The address of the TCP peer.
     pub peer: SocketAddr,
     /// The client address after honouring the configured trusted proxy hops.
     pub client_ip: IpAddr,
-    /// The caller, once a policy authenticated it.
-    pub user: Option<User>,
     /// A per-request bag that policies fill for handlers and templates (`${context.custom.x}`).
     pub custom: Map<String, Value>,
-    pub(crate) params: Vec<String>,
+    /// Logging that tags every line with the request id (`context.log`).
+    pub log: Log,
     pub(crate) runtime: &'static Runtime,
 }
 
 impl Context {
-    /// The value of the route's `i`-th path parameter (percent-decoded), or `""`.
-    pub fn param(&self, i: usize) -> &str {
-        self.params.get(i).map(String::as_str).unwrap_or("")
+    /// Renders a problem for this request in the project's problem format.
+    pub fn problem(&self, problem: Problem) -> Response {
+        self.runtime.format_problem(problem, &self.pathname, &self.request_id)
     }
 
-    /// A path parameter by name.
-    pub fn param_named(&self, name: &str) -> Option<&str> {
-        let pos = self.route_params().iter().position(|n| *n == name)?;
-        self.params.get(pos).map(String::as_str)
-    }
-
-    fn route_params(&self) -> &'static [&'static str] {
-        self.runtime.route_params(self.route.index)
-    }
-
-    /// The first value of query parameter `name`, percent-decoded (`+` as space).
-    pub fn query_param(&self, name: &str) -> Option<Cow<'_, str>> {
-        query_get(self.query.as_deref()?, name)
-    }
-
-    /// `?query` or `""`, as JavaScript's `URL.search` gives it.
-    pub fn search(&self) -> Cow<'_, str> {
-        match &self.query {
-            Some(q) if !q.is_empty() => Cow::Owned(format!("?{q}")),
-            _ => Cow::Borrowed(""),
-        }
+    /// Runs `work` after the response is sent (`context.waitUntil`); graceful shutdown waits
+    /// for it.
+    pub fn wait_until(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn_background(work);
     }
 
     /// `http:` or `https:`, as JavaScript's `URL.protocol` gives it.
@@ -103,33 +97,44 @@ impl Context {
         format!("{}//{}", self.protocol(), self.host)
     }
 
-    /// The full incoming URL (normalized path).
-    pub fn url(&self) -> String {
-        format!("{}{}{}", self.origin(), self.pathname, self.search())
-    }
-
     /// A value of the custom bag as template text: strings as they are, others as JSON.
     pub fn custom_text(&self, key: &str) -> Cow<'_, str> {
-        value_text(self.custom.get(key))
+        match self.custom.get(key) {
+            None | Some(Value::Null) => Cow::Borrowed(""),
+            Some(Value::String(s)) => Cow::Borrowed(s),
+            Some(other) => Cow::Owned(other.to_string()),
+        }
     }
 
-    /// `request.user.sub`, or `""` without a user.
-    pub fn user_sub(&self) -> &str {
-        self.user.as_ref().map(|u| u.sub.as_str()).unwrap_or("")
-    }
-
-    /// A member of `request.user.data` as template text.
-    pub fn user_data_text(&self, key: &str) -> Cow<'_, str> {
-        value_text(self.user.as_ref().and_then(|u| u.data.get(key)))
+    /// The runtime's shared HTTP client for side calls (config endpoints, loaders).
+    pub fn runtime(&self) -> &'static Runtime {
+        self.runtime
     }
 }
 
-/// Renders a JSON value the way a JavaScript template literal would for common cases.
-fn value_text(v: Option<&Value>) -> Cow<'_, str> {
-    match v {
-        None | Some(Value::Null) => Cow::Borrowed(""),
-        Some(Value::String(s)) => Cow::Borrowed(s),
-        Some(other) => Cow::Owned(other.to_string()),
+/// `context.log`: tracing events tagged with the request id and the route.
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub(crate) request_id: String,
+    pub(crate) route: &'static str,
+}
+
+impl Log {
+    /// Logs at debug level.
+    pub fn debug(&self, message: impl std::fmt::Display) {
+        tracing::debug!(target: "specgate::custom", request_id = %self.request_id, route = self.route, "{message}");
+    }
+    /// Logs at info level.
+    pub fn info(&self, message: impl std::fmt::Display) {
+        tracing::info!(target: "specgate::custom", request_id = %self.request_id, route = self.route, "{message}");
+    }
+    /// Logs at warn level.
+    pub fn warn(&self, message: impl std::fmt::Display) {
+        tracing::warn!(target: "specgate::custom", request_id = %self.request_id, route = self.route, "{message}");
+    }
+    /// Logs at error level.
+    pub fn error(&self, message: impl std::fmt::Display) {
+        tracing::error!(target: "specgate::custom", request_id = %self.request_id, route = self.route, "{message}");
     }
 }
 

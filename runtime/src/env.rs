@@ -8,6 +8,22 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+static GLOBAL: std::sync::OnceLock<Environment> = std::sync::OnceLock::new();
+
+/// A variable as custom code reads it (`environment.X` in Zuplo): the process environment,
+/// then the `.env` files the gateway read at start-up.
+pub fn var(name: &str) -> Option<String> {
+    match GLOBAL.get() {
+        Some(env) => env.get(name),
+        None => std::env::var(name).ok(),
+    }
+}
+
+/// Makes `env` the one [`var`] reads (done once at start-up).
+pub fn set_global(env: Environment) {
+    let _ = GLOBAL.set(env);
+}
+
 /// The variables visible to the gateway: the process environment over `.env` values.
 #[derive(Debug, Default, Clone)]
 pub struct Environment {
@@ -112,6 +128,81 @@ impl Reader<'_> {
         }
     }
 
+    /// Policy options as `policies.json` wrote them (JSON text emitted by the generator), with
+    /// every `$env(NAME)` inside a string replaced by the variable's value. A string that is
+    /// only `$env(NAME)` may also become a number or a boolean (`"$env(LIMIT)"` → `100`) so
+    /// typed options can come from the environment.
+    pub fn resolve_options(&mut self, json: &str) -> serde_json::Value {
+        let mut value: serde_json::Value = serde_json::from_str(json).unwrap_or(serde_json::Value::Null);
+        self.resolve_value(&mut value);
+        value
+    }
+
+    fn resolve_value(&mut self, v: &mut serde_json::Value) {
+        use serde_json::Value;
+        match v {
+            Value::String(s) if s.contains("$env(") => {
+                let whole = s.strip_prefix("$env(").and_then(|r| r.strip_suffix(')')).filter(|n| !n.contains(['(', ')']));
+                let replaced = substitute(s, |name| self.lookup(name));
+                *v = match whole {
+                    Some(_) => match serde_json::from_str::<Value>(&replaced) {
+                        Ok(n @ (Value::Number(_) | Value::Bool(_))) => n,
+                        _ => Value::String(replaced),
+                    },
+                    None => Value::String(replaced),
+                };
+            }
+            Value::Array(items) => items.iter_mut().for_each(|i| self.resolve_value(i)),
+            Value::Object(map) => map.values_mut().for_each(|i| self.resolve_value(i)),
+            _ => {}
+        }
+    }
+
+    fn lookup(&mut self, name: &str) -> String {
+        match self.env.get(name) {
+            Some(v) => v,
+            None => {
+                self.missing.insert(name.to_owned());
+                String::new()
+            }
+        }
+    }
+
+    /// Builds a built-in policy from its options (after `$env` resolution). Problems are
+    /// recorded and reported with the policy name at the end of start-up.
+    pub fn policy<T: crate::policy::FromOptions>(&mut self, name: &str, json: &str) -> Option<T> {
+        let value = self.resolve_options(json);
+        if !self.missing.is_empty() {
+            return None;
+        }
+        let options = match serde_json::from_value::<T::Options>(value) {
+            Ok(o) => o,
+            Err(e) => {
+                self.invalid.push(format!("options of policy `{name}`: {e}"));
+                return None;
+            }
+        };
+        match T::from_options(options, name) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.invalid.push(format!("policy `{name}`: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Deserializes the options of custom code once at start-up (after `$env` resolution).
+    pub fn options<T: serde::de::DeserializeOwned>(&mut self, name: &str, json: &str) -> Option<T> {
+        let value = self.resolve_options(json);
+        match serde_json::from_value::<T>(value) {
+            Ok(o) => Some(o),
+            Err(e) => {
+                self.invalid.push(format!("options of `{name}`: {e}"));
+                None
+            }
+        }
+    }
+
     /// Ends the read: an error naming every missing variable and invalid value, if any.
     pub fn finish(self) -> Result<(), StartupError> {
         if self.missing.is_empty() && self.invalid.is_empty() {
@@ -120,6 +211,28 @@ impl Reader<'_> {
             Err(StartupError { missing: self.missing.into_iter().collect(), invalid: self.invalid })
         }
     }
+}
+
+/// Replaces every `$env(NAME)` in `s` with `lookup(NAME)`.
+fn substitute(s: &str, mut lookup: impl FnMut(&str) -> String) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("$env(") {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 5..];
+        match after.find(')') {
+            Some(end) if !after[..end].is_empty() && after[..end].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+                out.push_str(&lookup(&after[..end]));
+                rest = &after[end + 1..];
+            }
+            _ => {
+                out.push_str("$env(");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 fn check_url(value: &str) -> Result<(), &'static str> {
@@ -261,5 +374,25 @@ mod url_tests {
         let err = r.finish().err().map(|e| e.invalid).unwrap_or_default();
         assert_eq!(err.len(), 2);
         assert!(err[0].starts_with("baseUrl of b"));
+    }
+}
+
+#[cfg(test)]
+mod option_tests {
+    use super::*;
+
+    #[test]
+    fn env_references_in_options_resolve_at_any_depth() {
+        let env = Environment::from_pairs([("SECRET", "s3cr3t"), ("LIMIT", "100"), ("FLAG", "true")]);
+        let mut r = env.reader();
+        let v = r.resolve_options(r#"{"headers":[{"name":"x","value":"Bearer $env(SECRET)"}],"n":"$env(LIMIT)","b":"$env(FLAG)","keep":"$env(","s":"$env(LIMIT)x"}"#);
+        assert_eq!(v["headers"][0]["value"], "Bearer s3cr3t");
+        assert_eq!(v["n"], 100);
+        assert_eq!(v["b"], true);
+        assert_eq!(v["keep"], "$env(");
+        assert_eq!(v["s"], "100x");
+        r.resolve_options(r#"["$env(NOPE_A)", {"x": "$env(NOPE_B)"}]"#);
+        let err = r.finish().err().map(|e| e.missing).unwrap_or_default();
+        assert_eq!(err, ["NOPE_A", "NOPE_B"]);
     }
 }

@@ -4,6 +4,7 @@ use std::future::Future;
 
 use crate::context::RouteInfo;
 use crate::env::Reader;
+use crate::hooks::Hooks;
 use crate::router::RouteSpec;
 use crate::{Context, Request, Response};
 
@@ -17,10 +18,19 @@ pub trait Gateway: Send + Sync + Sized + 'static {
     /// Static facts per route, same order as [`Gateway::ROUTES`].
     const ROUTE_INFO: &'static [RouteInfo];
 
-    /// Reads every environment variable the project uses. Missing ones are collected by the
-    /// reader so that start-up can report them all at once.
-    fn configure(env: &mut Reader<'_>) -> Self;
+    /// The project's lifecycle hooks (`modules/runtime.rs`), or [`crate::hooks::NoHooks`].
+    type Hooks: Hooks;
+    /// Whether the project registers hooks (false skips every hook call and copy).
+    const HAS_HOOKS: bool;
+
+    /// Reads every environment variable the project uses and builds every policy from its
+    /// options. Problems are collected by the reader so that start-up reports them all at
+    /// once; `None` when something could not be built.
+    fn configure(env: &mut Reader<'_>) -> Option<Self>;
+
+    /// Builds the hooks.
+    fn hooks() -> Self::Hooks;
 
     /// Serves a request matched to route number `route`.
-    fn handle(&'static self, route: usize, req: Request, cx: Context) -> impl Future<Output = Response> + Send;
+    fn handle(&'static self, route: usize, req: Request, cx: &mut Context) -> impl Future<Output = Response> + Send;
 }

@@ -26,7 +26,9 @@ impl Default for ForwardOptions {
 /// `urlForwardHandler`: upstream URL = `base` + the incoming (normalized) path (+ query).
 pub async fn url_forward(req: Request, cx: &Context, base: &str, opts: ForwardOptions) -> Response {
     let base = base.trim_end_matches('/');
-    let query = if opts.forward_search { cx.query.as_deref().filter(|q| !q.is_empty()) } else { None };
+    let req = req.into_http();
+    let query = if opts.forward_search { req.uri().query().filter(|q| !q.is_empty()).map(str::to_owned) } else { None };
+    let query = query.as_deref();
     let mut url = String::with_capacity(base.len() + cx.pathname.len() + query.map_or(0, |q| q.len() + 1));
     url.push_str(base);
     url.push_str(&cx.pathname);
@@ -34,18 +36,20 @@ pub async fn url_forward(req: Request, cx: &Context, base: &str, opts: ForwardOp
         url.push('?');
         url.push_str(q);
     }
-    cx.runtime.upstream().send(req, cx, &url, opts.follow_redirects).await
+    cx.runtime().upstream().send(req, cx, &url, opts.follow_redirects).await
 }
 
 /// `urlRewriteHandler`: the rendered `rewritePattern` is the upstream URL; with
 /// `forwardSearch` the incoming query is appended (merged when the pattern has one).
 pub async fn url_rewrite(req: Request, cx: &Context, mut url: String, opts: ForwardOptions) -> Response {
+    let req = req.into_http();
     if opts.forward_search
-        && let Some(q) = cx.query.as_deref().filter(|q| !q.is_empty()) {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str(q);
-        }
-    cx.runtime.upstream().send(req, cx, &url, opts.follow_redirects).await
+        && let Some(q) = req.uri().query().filter(|q| !q.is_empty())
+    {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(q);
+    }
+    cx.runtime().upstream().send(req, cx, &url, opts.follow_redirects).await
 }
 
 /// `redirectHandler`: answers with `Location` and the configured status (default 302).
@@ -58,14 +62,95 @@ pub fn redirect(cx: &Context, location: &str, status: u16) -> Response {
             resp.headers_mut().insert(header::LOCATION, value);
             resp
         }
-        Err(_) => crate::proxy::problem_response(
-            Problem::internal("the redirect location is not a valid header value"),
-            cx,
-        ),
+        Err(_) => cx.problem(Problem::internal("the redirect location is not a valid header value")),
     }
 }
 
 /// Turns the result of a template rendering into the response to send when it failed.
 pub fn template_failed(problem: Problem, cx: &Context) -> Response {
-    crate::proxy::problem_response(problem, cx)
+    cx.problem(problem)
+}
+
+/// What a custom handler may return: a response, a problem, JSON, text, or a `Result` of one
+/// of those (an `Err` becomes a 500 problem).
+pub trait HandlerOutput {
+    /// Converts into the response to send.
+    fn into_handler_response(self, cx: &Context) -> Response;
+}
+
+impl HandlerOutput for Response {
+    fn into_handler_response(self, _cx: &Context) -> Response {
+        self
+    }
+}
+
+impl HandlerOutput for Problem {
+    fn into_handler_response(self, cx: &Context) -> Response {
+        cx.problem(self)
+    }
+}
+
+impl HandlerOutput for serde_json::Value {
+    fn into_handler_response(self, _cx: &Context) -> Response {
+        json_response(&self)
+    }
+}
+
+impl HandlerOutput for String {
+    fn into_handler_response(self, _cx: &Context) -> Response {
+        text_response(self)
+    }
+}
+
+impl HandlerOutput for &'static str {
+    fn into_handler_response(self, _cx: &Context) -> Response {
+        text_response(self.to_owned())
+    }
+}
+
+/// A value sent as JSON with status 200.
+#[derive(Debug, Clone)]
+pub struct Json<T>(pub T);
+
+impl<T: serde::Serialize> HandlerOutput for Json<T> {
+    fn into_handler_response(self, cx: &Context) -> Response {
+        match serde_json::to_value(&self.0) {
+            Ok(v) => json_response(&v),
+            Err(e) => cx.problem(Problem::internal(format!("the handler's value cannot be sent as JSON: {e}"))),
+        }
+    }
+}
+
+impl<T: HandlerOutput, E: std::fmt::Display> HandlerOutput for Result<T, E> {
+    fn into_handler_response(self, cx: &Context) -> Response {
+        match self {
+            Ok(v) => v.into_handler_response(cx),
+            Err(e) => {
+                tracing::error!(request_id = %cx.request_id, route = cx.route.label, error = %e, "handler failed");
+                cx.problem(cx.runtime().error_problem(Problem::internal("the handler failed")))
+            }
+        }
+    }
+}
+
+/// A JSON response with status 200.
+pub fn json_response(value: &serde_json::Value) -> Response {
+    let mut r = Response::new(Body::from(value.to_string()));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// A plain text response with status 200.
+pub fn text_response(text: String) -> Response {
+    let mut r = Response::new(Body::from(text));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r
+}
+
+/// The answer of a module stub written by `specgate generate --stub-missing`.
+pub fn not_implemented(cx: &Context, module: &str) -> Response {
+    cx.problem(
+        Problem::new(StatusCode::NOT_IMPLEMENTED)
+            .with_detail(format!("`{module}` is not implemented yet: it is a stub written by specgate")),
+    )
 }

@@ -5,31 +5,50 @@
 //! implementation. Routing ([`router`]), proxying ([`proxy`]), problem responses ([`problem`]),
 //! environment handling ([`env`]) and the server loop ([`server`]) live here.
 
+pub mod cache;
 pub mod context;
 pub mod env;
 pub mod gateway;
 pub mod handlers;
+pub mod hooks;
+pub mod loader;
 pub mod path;
+pub mod policies;
+pub mod policy;
 pub mod problem;
 pub mod proxy;
+pub mod request;
 pub mod request_id;
 pub mod router;
 pub mod server;
 pub mod template;
 mod time;
 
-pub use context::Context;
+pub use context::{Context, User};
 pub use gateway::Gateway;
+pub use handlers::Json;
+pub use hooks::Hooks;
+pub use policy::Flow;
 pub use problem::Problem;
+pub use request::{Request, RequestHead};
 
-/// The request type every handler sees (an axum body, streamed).
-pub type Request = http::Request<axum::body::Body>;
-/// The response type every handler returns.
+/// The response type every handler returns (an axum body, streamed).
 pub type Response = http::Response<axum::body::Body>;
+/// A response body.
+pub type Body = axum::body::Body;
 
-/// Re-exports that generated code names through `::specgate_runtime::deps::...`, so a generated
-/// crate needs no dependency of its own besides this runtime.
-pub mod deps {
-    pub use http;
-    pub use serde_json;
+/// Crates that custom modules may use through `specgate_runtime::...`, so a generated crate
+/// needs no dependency of its own besides this runtime.
+pub use {bytes, http, reqwest, serde, serde_json, tokio, tracing};
+
+/// What custom modules usually need: `use specgate_runtime::prelude::*;`.
+pub mod prelude {
+    pub use crate::cache::MemoryCache;
+    pub use crate::env::var as environment;
+    pub use crate::handlers::Json;
+    pub use crate::loader::BackgroundLoader;
+    pub use crate::policy::Flow;
+    pub use crate::{Body, Context, Hooks, Problem, Request, RequestHead, Response, User};
+    pub use serde::{Deserialize, Serialize};
+    pub use serde_json::{Value, json};
 }

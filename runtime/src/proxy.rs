@@ -16,7 +16,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::{Context, Problem, Request, Response};
+use crate::{Context, Problem, Response};
+
+type Request = http::Request<Body>;
 
 /// The most redirects followed for one request.
 const MAX_REDIRECTS: usize = 10;
@@ -142,7 +144,7 @@ impl Upstream {
 
 /// Renders a problem for the request in `cx`.
 pub fn problem_response(problem: Problem, cx: &Context) -> Response {
-    problem.into_response_with(&cx.pathname, &cx.request_id)
+    cx.problem(problem)
 }
 
 fn parse_upstream_uri(url: &str) -> Result<Uri, Problem> {

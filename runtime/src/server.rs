@@ -3,16 +3,23 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use http::{HeaderValue, Method, StatusCode, header};
+use tokio::sync::Notify;
 
-use crate::context::RouteInfo;
+use crate::context::{Log, RouteInfo};
 use crate::env::Environment;
+use crate::hooks::{FormatProblem, Hooks};
+use crate::policy::Flow;
+use crate::request::Params;
 use crate::path::normalize_path;
 use crate::proxy::{Upstream, UpstreamConfig};
-use crate::router::{Lookup, RouteSpec, Router};
+use crate::router::{Lookup, Router};
 use crate::{Context, Gateway, Problem, Request, Response};
 
 /// Settings of the server, read from the environment at start-up.
@@ -105,11 +112,17 @@ impl ServerConfig {
 }
 
 /// Shared state of the running gateway that handlers reach through the [`Context`].
-#[derive(Debug)]
 pub struct Runtime {
     upstream: Upstream,
-    routes: &'static [RouteSpec],
     access_log: bool,
+    formatter: &'static dyn FormatProblem,
+    background: Background,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("upstream", &self.upstream).finish_non_exhaustive()
+    }
 }
 
 impl Runtime {
@@ -118,13 +131,64 @@ impl Runtime {
         &self.upstream
     }
 
-    pub(crate) fn route_params(&self, index: usize) -> &'static [&'static str] {
-        self.routes.get(index).map(|r| r.params).unwrap_or(&[])
+    pub(crate) fn format_problem(&self, problem: Problem, instance: &str, request_id: &str) -> Response {
+        self.formatter.format(problem, instance, request_id)
+    }
+
+    pub(crate) fn error_problem(&self, problem: Problem) -> Problem {
+        self.formatter.on_error(problem)
+    }
+
+    pub(crate) fn spawn_background(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.background.spawn(work);
+    }
+
+    /// A leaked runtime with default settings and no hooks, so unit tests can build a
+    /// [`Context`] (which needs a `&'static Runtime`). Call inside a Tokio runtime.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> &'static Runtime {
+        Box::leak(Box::new(Runtime {
+            upstream: Upstream::new(UpstreamConfig::default()),
+            access_log: false,
+            formatter: &crate::hooks::NoHooks,
+            background: Background::default(),
+        }))
+    }
+}
+
+/// Work started with `context.wait_until`: counted so that shutdown can wait for it.
+#[derive(Debug, Default, Clone)]
+struct Background {
+    running: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+}
+
+impl Background {
+    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        let this = self.clone();
+        tokio::spawn(async move {
+            work.await;
+            if this.running.fetch_sub(1, Ordering::SeqCst) == 1 {
+                this.idle.notify_waiters();
+            }
+        });
+    }
+
+    async fn drained(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.running.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
 struct App<G: Gateway> {
     gateway: G,
+    hooks: &'static G::Hooks,
     runtime: Runtime,
     router: Router,
 }
@@ -133,22 +197,16 @@ struct App<G: Gateway> {
 pub fn run<G: Gateway>() -> ExitCode {
     let env = Environment::load();
     init_logging(&env);
+    crate::env::set_global(env.clone());
     let config = match ServerConfig::from_env(&env) {
         Ok(c) => c,
         Err(errors) => {
             for e in errors {
-                tracing::error!("{e}");
+                eprintln!("error: {e}");
             }
             return ExitCode::FAILURE;
         }
     };
-    let mut reader = env.reader();
-    let gateway = G::configure(&mut reader);
-    if let Err(missing) = reader.finish() {
-        tracing::error!("{missing}");
-        eprintln!("error: {missing}");
-        return ExitCode::FAILURE;
-    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(n) = config.worker_threads {
@@ -157,7 +215,24 @@ pub fn run<G: Gateway>() -> ExitCode {
     let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Configuration is read inside the runtime: policies may start background tasks.
+    let gateway = rt.block_on(async {
+        let mut reader = env.reader();
+        let gateway = G::configure(&mut reader);
+        match (reader.finish(), gateway) {
+            (Ok(()), Some(g)) => Ok(g),
+            (Err(e), _) => Err(e.to_string()),
+            (Ok(()), None) => Err("the gateway configuration could not be built".to_owned()),
+        }
+    });
+    let gateway = match gateway {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -171,8 +246,8 @@ pub fn run<G: Gateway>() -> ExitCode {
     }
 }
 
-/// Binds, serves until `shutdown` resolves, then lets in-flight requests finish (for at most
-/// the configured shutdown timeout).
+/// Binds, serves until `shutdown` resolves, then lets in-flight requests and `wait_until`
+/// work finish (for at most the configured shutdown timeout).
 pub async fn serve<G: Gateway>(
     gateway: G,
     config: ServerConfig,
@@ -204,8 +279,13 @@ pub async fn serve<G: Gateway>(
         }
         tokio::time::sleep(config.shutdown_timeout).await;
     };
+    let drained = async {
+        let r = server.await.map_err(|e| format!("server error: {e}"));
+        app.runtime.background.drained().await;
+        r
+    };
     tokio::select! {
-        r = server => r.map_err(|e| format!("server error: {e}")),
+        r = drained => r,
         () = deadline => {
             tracing::warn!("shutdown timeout reached; closing remaining connections");
             Ok(())
@@ -221,17 +301,19 @@ pub fn router<G: Gateway>(gateway: G, config: &ServerConfig) -> Result<axum::Rou
 
 fn build<G: Gateway>(gateway: G, config: &ServerConfig) -> Result<&'static App<G>, String> {
     let router = Router::new(G::ROUTES).map_err(|e| e.to_string())?;
-    let runtime = Runtime {
-        upstream: Upstream::new(config.upstream.clone()),
-        routes: G::ROUTES,
-        access_log: config.access_log,
-    };
     // The gateway lives as long as the process; leaking it gives every request a plain
     // `&'static` instead of reference counting on the hot path.
-    Ok(Box::leak(Box::new(App { gateway, runtime, router })))
+    let hooks: &'static G::Hooks = Box::leak(Box::new(G::hooks()));
+    let runtime = Runtime {
+        upstream: Upstream::new(config.upstream.clone()),
+        access_log: config.access_log,
+        formatter: hooks,
+        background: Background::default(),
+    };
+    Ok(Box::leak(Box::new(App { gateway, hooks, runtime, router })))
 }
 
-async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: Request) -> Response {
+async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: http::Request<Body>) -> Response {
     let started = Instant::now();
     let request_id = crate::request_id::accept_or_mint(req.headers());
     let method = req.method().clone();
@@ -255,22 +337,30 @@ async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: Request) 
     resp
 }
 
-async fn route<G: Gateway>(app: &'static App<G>, req: Request, request_id: &str, label: &mut &'static str) -> Response {
+async fn route<G: Gateway>(app: &'static App<G>, req: http::Request<Body>, request_id: &str, label: &mut &'static str) -> Response {
+    let req = if G::HAS_HOOKS {
+        match app.hooks.pre_routing(req).await {
+            Ok(r) => r,
+            Err(resp) => return resp,
+        }
+    } else {
+        req
+    };
     let raw_path = req.uri().path();
     if raw_path == "/__zuplo/ping" && (req.method() == Method::GET || req.method() == Method::HEAD) {
         *label = "__zuplo/ping";
-        let mut resp = Response::new(axum::body::Body::from("ok"));
+        let mut resp = Response::new(Body::from("ok"));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         return resp;
     }
     let pathname = match normalize_path(raw_path) {
         Ok(p) => p.into_owned(),
         Err(e) => {
-            return Problem::bad_request(format!("the request path is not acceptable: {e}"))
-                .into_response_with(raw_path, request_id);
+            let p = Problem::bad_request(format!("the request path is not acceptable: {e}"));
+            return app.runtime.format_problem(p, raw_path, request_id);
         }
     };
-    let (route, params) = match app.router.lookup(req.method(), &pathname) {
+    let (route, values) = match app.router.lookup(req.method(), &pathname) {
         Lookup::Found { route, params } => {
             let values: Vec<String> = (0..params.len()).filter_map(|i| params.get(i)).map(|c| c.into_owned()).collect();
             (route, values)
@@ -282,14 +372,15 @@ async fn route<G: Gateway>(app: &'static App<G>, req: Request, request_id: &str,
             if let Ok(v) = HeaderValue::from_str(&allow) {
                 p = p.with_header(header::ALLOW, v);
             }
-            return p.into_response_with(&pathname, request_id);
+            return app.runtime.format_problem(p, &pathname, request_id);
         }
         Lookup::NotFound => {
-            return Problem::not_found("no route matches this path").into_response_with(&pathname, request_id);
+            let p = app.hooks.not_found(Problem::not_found("no route matches this path"));
+            return app.runtime.format_problem(p, &pathname, request_id);
         }
     };
-    let Some(info) = G::ROUTE_INFO.get(route) else {
-        return Problem::internal("route table mismatch").into_response_with(&pathname, request_id);
+    let (Some(info), Some(spec)) = (G::ROUTE_INFO.get(route), G::ROUTES.get(route)) else {
+        return app.runtime.format_problem(Problem::internal("route table mismatch"), &pathname, request_id);
     };
     *label = info.label;
     let peer = req
@@ -304,23 +395,34 @@ async fn route<G: Gateway>(app: &'static App<G>, req: Request, request_id: &str,
         .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_owned))
         .unwrap_or_default();
     if !is_valid_host(&host) {
-        return Problem::bad_request("the Host header is not a valid host name").into_response_with(&pathname, request_id);
+        let p = Problem::bad_request("the Host header is not a valid host name");
+        return app.runtime.format_problem(p, &pathname, request_id);
     }
     let client_ip = crate::proxy::client_ip(peer.ip(), req.headers(), app.runtime.upstream.config().trusted_proxy_hops);
-    let cx = Context {
+    let mut cx = Context {
         request_id: request_id.to_owned(),
         route: info,
-        query: req.uri().query().map(str::to_owned),
         pathname,
         host,
         peer,
         client_ip,
-        user: None,
         custom: serde_json::Map::new(),
-        params,
+        log: Log { request_id: request_id.to_owned(), route: info.label },
         runtime: &app.runtime,
     };
-    app.gateway.handle(route, req, cx).await
+    let req = Request::new(req, Params::new(spec.params, values));
+    if !G::HAS_HOOKS {
+        return app.gateway.handle(route, req, &mut cx).await;
+    }
+    let head = req.head();
+    let resp = match app.hooks.on_request(req, &mut cx).await {
+        Flow::Continue(req) => app.gateway.handle(route, req, &mut cx).await,
+        Flow::Respond(resp) => resp,
+        Flow::Problem(p) => cx.problem(p),
+    };
+    let resp = app.hooks.on_response(resp, &head, &mut cx).await;
+    app.hooks.on_response_final(resp.status(), resp.headers(), &head, &cx).await;
+    resp
 }
 
 /// Host names, IPv4 and bracketed IPv6 literals, with an optional port. The Host header is

@@ -99,6 +99,34 @@ pub fn header<'a>(req: &'a crate::Request, name: &str) -> &'a str {
     req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
+/// `${query.x}`: the first value, decoded (`""` when absent).
+pub fn query<'a>(req: &'a crate::Request, name: &str) -> std::borrow::Cow<'a, str> {
+    req.query(name).unwrap_or_default()
+}
+
+/// `${search}`: `?query` or `""`.
+pub fn search(req: &crate::Request) -> String {
+    match req.uri().query() {
+        Some(q) if !q.is_empty() => format!("?{q}"),
+        _ => String::new(),
+    }
+}
+
+/// `${url}`: the full incoming URL with the normalized path.
+pub fn url(req: &crate::Request, cx: &crate::Context) -> String {
+    format!("{}{}{}", cx.origin(), cx.pathname, search(req))
+}
+
+/// `${request.user.sub}` (`""` without a user).
+pub fn user_sub(req: &crate::Request) -> &str {
+    req.user.as_ref().map(|u| u.sub.as_str()).unwrap_or("")
+}
+
+/// `${request.user.data.x}` (`""` when absent).
+pub fn user_data<'a>(req: &'a crate::Request, key: &str) -> std::borrow::Cow<'a, str> {
+    req.user.as_ref().and_then(|u| u.data_text(key)).unwrap_or_default()
+}
+
 fn traversal(value: &str) -> Problem {
     Problem::bad_request(format!("the path parameter value `{value}` is not allowed"))
 }

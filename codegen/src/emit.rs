@@ -10,19 +10,21 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::model::{Handler, Project, Route};
+use crate::policies::PolicyKind;
 use crate::pattern::{Matcher, PartDef, SegDef};
 use crate::template::{Expr, Part, Place, Template, UrlPiece};
 
 /// The generated `src/routes.rs` as formatted Rust (without the file header).
 pub fn routes_rs(project: &Project) -> Result<String, String> {
     let env = EnvFields::new(project);
+    let pols = PolicyFields::new(project);
     let route_specs = project.routes.iter().map(route_spec);
     let route_infos = project.routes.iter().enumerate().map(|(i, r)| route_info(i, r));
     let mut statics = Vec::new();
     let mut methods = Vec::new();
     let mut arms = Vec::new();
     for (i, route) in project.routes.iter().enumerate() {
-        let (f, arm, stat) = route_fn(i, route, &env);
+        let (f, arm, stat) = route_fn(i, route, &env, &pols, project);
         methods.push(f);
         arms.push(arm);
         if let Some(s) = stat {
@@ -53,6 +55,32 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
     });
     let static_names = statics.iter().map(|s| s.field.clone());
     let name = &project.name;
+    let policy_decls = pols.fields.iter().map(|f| {
+        let (field, ty, doc) = (&f.field, &f.ty, &f.doc);
+        quote! { #[doc = #doc] #field: #ty, }
+    });
+    let policy_inits = pols.fields.iter().map(|f| {
+        let (field, init) = (&f.field, &f.init);
+        quote! { let #field = #init; }
+    });
+    let policy_names = pols.fields.iter().map(|f| {
+        let field = &f.field;
+        quote! { #field: #field? }
+    });
+    let examples = pols.example_consts.iter().map(|(ident, items)| {
+        let items = items.iter().map(|e| {
+            let (status, ct, name, body) = (e.status, &e.content_type, &e.name, &e.body);
+            quote! { ::specgate_runtime::policies::MockExample { status: #status, content_type: #ct, name: #name, body: #body } }
+        });
+        quote! { const #ident: &[::specgate_runtime::policies::MockExample] = &[#(#items),*]; }
+    });
+    let (hooks_ty, has_hooks, hooks_fn) = match &project.hooks {
+        Some(m) => {
+            let path: syn::Path = syn::parse_str(&m.rust_path).map_err(|e| e.to_string())?;
+            (quote! { #path::Hooks }, true, quote! { #path::hooks() })
+        }
+        None => (quote! { ::specgate_runtime::hooks::NoHooks }, false, quote! { ::specgate_runtime::hooks::NoHooks }),
+    };
 
     let file = quote! {
         use ::specgate_runtime::context::RouteInfo;
@@ -60,29 +88,41 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
         #[allow(unused_imports)]
         use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
         use ::specgate_runtime::template as t;
+        #[allow(unused_imports)]
+        use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
         use ::specgate_runtime::{Context, Problem, Request, Response};
 
-        /// The gateway's start-up state: environment values and URLs fixed at start-up.
+        #(#examples)*
+
+        /// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
         pub struct Gateway {
             #(#env_decls)*
             #(#static_decls)*
+            #(#policy_decls)*
         }
 
         impl ::specgate_runtime::Gateway for Gateway {
             const NAME: &'static str = #name;
             const ROUTES: &'static [RouteSpec] = &[#(#route_specs),*];
             const ROUTE_INFO: &'static [RouteInfo] = &[#(#route_infos),*];
+            type Hooks = #hooks_ty;
+            const HAS_HOOKS: bool = #has_hooks;
 
-            fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Self {
+            fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
                 #(#env_reads)*
                 #(#static_inits)*
-                Gateway { #(#env_names,)* #(#static_names,)* }
+                #(#policy_inits)*
+                Some(Gateway { #(#env_names,)* #(#static_names,)* #(#policy_names,)* })
             }
 
-            async fn handle(&'static self, route: usize, req: Request, cx: Context) -> Response {
+            fn hooks() -> Self::Hooks {
+                #hooks_fn
+            }
+
+            async fn handle(&'static self, route: usize, req: Request, cx: &mut Context) -> Response {
                 match route {
                     #(#arms)*
-                    _ => handlers::template_failed(Problem::internal("unknown route"), &cx),
+                    _ => handlers::template_failed(Problem::internal("unknown route"), cx),
                 }
             }
         }
@@ -215,7 +255,7 @@ struct StaticValue {
     kind: StaticKind,
 }
 
-fn route_fn(index: usize, route: &Route, env: &EnvFields) -> (TokenStream, TokenStream, Option<StaticValue>) {
+fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, project: &Project) -> (TokenStream, TokenStream, Option<StaticValue>) {
     let name = route_fn_name(index, route);
     let doc = format!("`{} {}` ({})", route.method, route.path, route.handler.export());
     let label = route_label(route);
@@ -223,8 +263,17 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields) -> (TokenStream, Token
     let options = |forward_search: bool, follow_redirects: bool| {
         quote! { ForwardOptions { forward_search: #forward_search, follow_redirects: #follow_redirects } }
     };
+    let render_or_return = |t: &Template| {
+        let render = dynamic_render(t, env);
+        quote! {
+            match (|| -> ::std::result::Result<::std::string::String, Problem> { #render })() {
+                Ok(u) => u,
+                Err(p) => return handlers::template_failed(p, cx),
+            }
+        }
+    };
     let mut stat = None;
-    let body = match &route.handler {
+    let handler = match &route.handler {
         Handler::Forward { base, forward_search, follow_redirects } => {
             let opts = options(*forward_search, *follow_redirects);
             if base.is_static() {
@@ -236,15 +285,12 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields) -> (TokenStream, Token
                     init: static_render(base, env),
                     kind: StaticKind::Url,
                 });
-                quote! { handlers::url_forward(req, &cx, &self.#field, #opts).await }
+                quote! { handlers::url_forward(req, cx, &self.#field, #opts).await }
             } else {
-                let render = dynamic_render(base, env);
+                let r = render_or_return(base);
                 quote! {
-                    let base = match (|| -> ::std::result::Result<::std::string::String, Problem> { #render })() {
-                        Ok(u) => u,
-                        Err(p) => return handlers::template_failed(p, &cx),
-                    };
-                    handlers::url_forward(req, &cx, &base, #opts).await
+                    let base = #r;
+                    handlers::url_forward(req, cx, &base, #opts).await
                 }
             }
         }
@@ -259,15 +305,12 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields) -> (TokenStream, Token
                     init: static_render(pattern, env),
                     kind: StaticKind::Url,
                 });
-                quote! { handlers::url_rewrite(req, &cx, self.#field.clone(), #opts).await }
+                quote! { handlers::url_rewrite(req, cx, self.#field.clone(), #opts).await }
             } else {
-                let render = dynamic_render(pattern, env);
+                let r = render_or_return(pattern);
                 quote! {
-                    let url = match (|| -> ::std::result::Result<::std::string::String, Problem> { #render })() {
-                        Ok(u) => u,
-                        Err(p) => return handlers::template_failed(p, &cx),
-                    };
-                    handlers::url_rewrite(req, &cx, url, #opts).await
+                    let url = #r;
+                    handlers::url_rewrite(req, cx, url, #opts).await
                 }
             }
         }
@@ -283,34 +326,178 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields) -> (TokenStream, Token
                 });
                 quote! {
                     drop(req);
-                    handlers::redirect(&cx, &self.#field, #status)
+                    handlers::redirect(cx, &self.#field, #status)
                 }
             } else {
-                let render = dynamic_render(location, env);
+                let r = render_or_return(location);
                 quote! {
-                    let location = match (|| -> ::std::result::Result<::std::string::String, Problem> { #render })() {
-                        Ok(u) => u,
-                        Err(p) => return handlers::template_failed(p, &cx),
-                    };
+                    let location = #r;
                     drop(req);
-                    handlers::redirect(&cx, &location, #status)
+                    handlers::redirect(cx, &location, #status)
+                }
+            }
+        }
+        Handler::Custom { module, export, .. } => {
+            let f = module_fn(&module.rust_path, export);
+            let what = format!("{} {}", module.import, export);
+            quote! {
+                match ::specgate_runtime::policy::guard(#f(req, cx)).await {
+                    Ok(out) => ::specgate_runtime::handlers::HandlerOutput::into_handler_response(out, cx),
+                    Err(panic) => ::specgate_runtime::policy::panicked(#what, &panic, cx),
                 }
             }
         }
     };
+    let inbound = route.inbound.iter().map(|&p| inbound_call(p, index, project, pols));
+    let outbound: Vec<TokenStream> = route.outbound.iter().map(|&p| outbound_call(p, index, project, pols)).collect();
+    let body = if outbound.is_empty() {
+        quote! {
+            #(#inbound)*
+            #handler
+        }
+    } else {
+        // Outbound policies run on every response, so the handler's early returns (template
+        // failures) must land here too: the handler runs in its own block.
+        quote! {
+            #(#inbound)*
+            let head = req.head();
+            let mut resp: Response = async { #handler }.await;
+            #(#outbound)*
+            resp
+        }
+    };
     let f = quote! {
         #[doc = #doc]
-        async fn #name(&'static self, req: Request, cx: Context) -> Response {
+        async fn #name(&'static self, req: Request, cx: &mut Context) -> Response {
             #body
         }
     };
     (f, arm, stat)
 }
 
+fn module_fn(rust_path: &str, export: &str) -> TokenStream {
+    let path: TokenStream = format!("{rust_path}::{}", crate::modules::fn_name(export)).parse().unwrap_or_else(|_| quote! { compile_error!("bad module path") });
+    path
+}
+
+fn inbound_call(p: usize, route: usize, project: &Project, pols: &PolicyFields) -> TokenStream {
+    let def = &project.policies.list[p];
+    let name = &def.name;
+    let field = pols.field_for(p, route);
+    match &def.kind {
+        PolicyKind::Custom { module, export, .. } => {
+            let f = module_fn(&module.rust_path, export);
+            quote! {
+                let req = match ::specgate_runtime::policy::guard(#f(req, cx, &self.#field, #name)).await {
+                    Ok(out) => match ::specgate_runtime::policy::settle(::specgate_runtime::policy::IntoFlow::into_flow(out, #name, cx), cx) {
+                        Ok(r) => r,
+                        Err(resp) => return resp,
+                    },
+                    Err(panic) => return ::specgate_runtime::policy::panicked(#name, &panic, cx),
+                };
+            }
+        }
+        _ => quote! {
+            let req = match ::specgate_runtime::policy::settle(self.#field.on_request(req, cx).await, cx) {
+                Ok(r) => r,
+                Err(resp) => return resp,
+            };
+        },
+    }
+}
+
+fn outbound_call(p: usize, route: usize, project: &Project, pols: &PolicyFields) -> TokenStream {
+    let def = &project.policies.list[p];
+    let name = &def.name;
+    let field = pols.field_for(p, route);
+    match &def.kind {
+        PolicyKind::Custom { module, export, .. } => {
+            let f = module_fn(&module.rust_path, export);
+            quote! {
+                resp = match ::specgate_runtime::policy::guard(#f(resp, &head, cx, &self.#field, #name)).await {
+                    Ok(out) => ::specgate_runtime::policy::IntoResponseResult::into_response_result(out, #name, cx),
+                    Err(panic) => ::specgate_runtime::policy::panicked(#name, &panic, cx),
+                };
+            }
+        }
+        _ => quote! { resp = self.#field.on_response(resp, &head, cx).await; },
+    }
+}
+
+/// Policy instances (and custom options) as fields of the gateway struct.
+struct PolicyFields {
+    fields: Vec<PolicyField>,
+    /// (policy, route) → field; route is `usize::MAX` for instances shared by every route.
+    by_use: BTreeMap<(usize, usize), Ident>,
+    example_consts: Vec<(Ident, Vec<crate::model::Example>)>,
+}
+
+struct PolicyField {
+    field: Ident,
+    ty: TokenStream,
+    doc: String,
+    init: TokenStream,
+}
+
+impl PolicyFields {
+    fn new(project: &Project) -> Self {
+        let mut out = PolicyFields { fields: Vec::new(), by_use: BTreeMap::new(), example_consts: Vec::new() };
+        for (r, route) in project.routes.iter().enumerate() {
+            for &p in route.inbound.iter().chain(&route.outbound) {
+                let def = &project.policies.list[p];
+                let per_route = matches!(&def.kind, PolicyKind::Builtin { spec, .. } if spec.export == "MockApiInboundPolicy");
+                let key = (p, if per_route { r } else { usize::MAX });
+                if out.by_use.contains_key(&key) {
+                    continue;
+                }
+                let base = format!("p{}_{}", p, sanitize(&def.name));
+                let field = if per_route { format_ident!("{}_r{}", base, r) } else { Ident::new(&base, Span::call_site()) };
+                let name = &def.name;
+                let (ty, init, doc) = match &def.kind {
+                    PolicyKind::Builtin { spec, options } => {
+                        let ty: TokenStream = format!("::specgate_runtime::policies::{}", spec.rust_type).parse().unwrap_or_default();
+                        let init = if per_route {
+                            let consts = format_ident!("EXAMPLES_R{}", r);
+                            out.example_consts.push((consts.clone(), route.examples.clone()));
+                            quote! { env.policy::<#ty>(#name, #options).map(|p| p.with_examples(#consts)) }
+                        } else {
+                            quote! { env.policy::<#ty>(#name, #options) }
+                        };
+                        (ty, init, format!("policy `{name}` ({})", spec.export))
+                    }
+                    PolicyKind::Custom { module, export, options, .. } => {
+                        let has_options = std::fs::read_to_string(&module.source)
+                            .map(|t| crate::modules::has_struct(&t, &crate::modules::options_type_name(export)))
+                            .unwrap_or(false);
+                        let ty: TokenStream = if has_options {
+                            format!("{}::{}", module.rust_path, crate::modules::options_type_name(export)).parse().unwrap_or_default()
+                        } else {
+                            quote! { ::specgate_runtime::serde_json::Value }
+                        };
+                        (quote! { #ty }, quote! { env.options::<#ty>(#name, #options) }, format!("options of policy `{name}` ({} {export})", module.import))
+                    }
+                    PolicyKind::Composite { .. } | PolicyKind::Invalid => continue,
+                };
+                out.by_use.insert(key, field.clone());
+                out.fields.push(PolicyField { field, ty, doc, init });
+            }
+        }
+        out
+    }
+
+    fn field_for(&self, policy: usize, route: usize) -> Ident {
+        self.by_use
+            .get(&(policy, route))
+            .or_else(|| self.by_use.get(&(policy, usize::MAX)))
+            .cloned()
+            .unwrap_or_else(|| format_ident!("missing_policy_field"))
+    }
+}
+
 /// Start-up rendering of a template made of literals and environment values.
 fn static_render(t: &Template, env: &EnvFields) -> TokenStream {
     let pushes = t.parts.iter().map(|p| match p {
-        Part::Lit(l) => quote! { u.push_str(#l); },
+        Part::Lit(l) => push_lit(l),
         Part::Expr { expr: Expr::Env(var), .. } => {
             let f = env.field(var);
             quote! { u.push_str(&#f); }
@@ -324,11 +511,19 @@ fn static_render(t: &Template, env: &EnvFields) -> TokenStream {
     }
 }
 
+fn push_lit(l: &str) -> TokenStream {
+    let mut chars = l.chars();
+    match (chars.next(), chars.next()) {
+        (Some(c), None) => quote! { u.push(#c); },
+        _ => quote! { u.push_str(#l); },
+    }
+}
+
 /// Per-request rendering: appends each piece with the encoding its place requires.
 fn dynamic_render(t: &Template, env: &EnvFields) -> TokenStream {
     let capacity: usize = t.parts.iter().map(|p| if let Part::Lit(l) = p { l.len() } else { 16 }).sum();
     let pushes = t.parts.iter().map(|p| match p {
-        Part::Lit(l) => quote! { u.push_str(#l); },
+        Part::Lit(l) => push_lit(l),
         Part::Expr { expr, place } => push_expr(expr, *place, env),
     });
     quote! {
@@ -340,23 +535,23 @@ fn dynamic_render(t: &Template, env: &EnvFields) -> TokenStream {
 
 fn value_expr(expr: &Expr, env: &EnvFields) -> TokenStream {
     match expr {
-        Expr::Param { index, .. } => quote! { cx.param(#index) },
-        Expr::Query(name) => quote! { &cx.query_param(#name).unwrap_or_default() },
+        Expr::Param { index, .. } => quote! { req.params.at(#index) },
+        Expr::Query(name) => quote! { &t::query(&req, #name) },
         Expr::Header(name) => quote! { t::header(&req, #name) },
         Expr::Env(var) => {
             let f = env.field(var);
             quote! { &self.#f }
         }
         Expr::Custom(key) => quote! { &cx.custom_text(#key) },
-        Expr::UserSub => quote! { cx.user_sub() },
-        Expr::UserData(key) => quote! { &cx.user_data_text(#key) },
+        Expr::UserSub => quote! { t::user_sub(&req) },
+        Expr::UserData(key) => quote! { &t::user_data(&req, #key) },
         Expr::Url(piece) => match piece {
-            UrlPiece::Url => quote! { &cx.url() },
+            UrlPiece::Url => quote! { &t::url(&req, cx) },
             UrlPiece::Host => quote! { &cx.host },
             UrlPiece::Hostname => quote! { cx.hostname() },
             UrlPiece::Pathname => quote! { &cx.pathname },
             UrlPiece::Port => quote! { cx.port() },
-            UrlPiece::Search => quote! { &cx.search() },
+            UrlPiece::Search => quote! { &t::search(&req) },
             UrlPiece::Method => quote! { req.method().as_str() },
             UrlPiece::Origin => quote! { &cx.origin() },
             UrlPiece::Protocol => quote! { cx.protocol() },

@@ -4,12 +4,15 @@
 //! [`diag`]nostics), [`emit`] turns the model into Rust token streams, [`generate`] assembles
 //! the crate's files and checks a directory for drift.
 
+pub mod catalog;
 pub mod diag;
 pub mod echo;
 pub mod emit;
 pub mod generate;
 pub mod model;
+pub mod modules;
 pub mod pattern;
+pub mod policies;
 pub mod project;
 pub mod source;
 pub mod template;

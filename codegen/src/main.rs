@@ -72,11 +72,20 @@ struct Target {
     /// Path of the specgate-runtime crate (default: the one next to this generator's sources).
     #[arg(long)]
     runtime_path: Option<PathBuf>,
+    /// Write stubs answering 501 for missing custom modules, so a ported project builds first
+    /// and is filled in module by module.
+    #[arg(long)]
+    stub_missing: bool,
 }
 
 impl Target {
     fn options(&self) -> Options {
-        Options { name: self.name.clone(), out: self.out.clone(), runtime_path: self.runtime_path.clone() }
+        Options {
+            name: self.name.clone(),
+            out: self.out.clone(),
+            runtime_path: self.runtime_path.clone(),
+            stub_missing: self.stub_missing,
+        }
     }
 }
 

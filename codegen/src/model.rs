@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use crate::diag::{Files, Location};
+use crate::modules::{ModuleRef, Role};
 use crate::pattern::ParsedPath;
+use crate::policies::PolicySet;
 use crate::source::Node;
 use crate::template::Template;
 
@@ -23,6 +25,13 @@ pub struct Project {
     pub routes: Vec<Route>,
     /// `zuplo.jsonc` settings.
     pub settings: Settings,
+    /// `config/policies.json`.
+    pub policies: PolicySet,
+    /// `modules/runtime.rs`, when the project registers hooks.
+    pub hooks: Option<ModuleRef>,
+    /// Referenced modules that do not exist, with the exports they must provide (stubbed
+    /// with `--stub-missing`).
+    pub missing_modules: Vec<(ModuleRef, Vec<(String, Role)>)>,
     /// SHA-256 of every input, hex.
     pub input_hash: String,
 }
@@ -75,6 +84,25 @@ pub struct Route {
     pub handler: Handler,
     /// `corsPolicy`, if set.
     pub cors_policy: Option<String>,
+    /// Inbound chain after composite expansion (indices into the policy set).
+    pub inbound: Vec<usize>,
+    /// Outbound chain after composite expansion.
+    pub outbound: Vec<usize>,
+    /// Response examples of the operation (for mock-api-inbound).
+    pub examples: Vec<Example>,
+}
+
+/// One response example of an operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Example {
+    /// Status code (`default` responses are left out).
+    pub status: u16,
+    /// Media type.
+    pub content_type: String,
+    /// Example name (`""` for a single `example`).
+    pub name: String,
+    /// The example value as JSON text (a string value is sent as it is).
+    pub body: String,
 }
 
 /// A route's handler with typed options.
@@ -105,6 +133,15 @@ pub enum Handler {
         /// `status`.
         status: u16,
     },
+    /// A custom handler from `$import(./modules/...)`.
+    Custom {
+        /// The module.
+        module: ModuleRef,
+        /// The export.
+        export: String,
+        /// Where the module reference is written.
+        at: Location,
+    },
 }
 
 impl Handler {
@@ -114,6 +151,7 @@ impl Handler {
             Handler::Forward { .. } => "urlForwardHandler",
             Handler::Rewrite { .. } => "urlRewriteHandler",
             Handler::Redirect { .. } => "redirectHandler",
+            Handler::Custom { .. } => "custom handler",
         }
     }
 
@@ -123,6 +161,7 @@ impl Handler {
             Handler::Forward { base, .. } => vec![base],
             Handler::Rewrite { pattern, .. } => vec![pattern],
             Handler::Redirect { location, .. } => vec![location],
+            Handler::Custom { .. } => Vec::new(),
         }
     }
 }

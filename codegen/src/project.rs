@@ -10,7 +10,10 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::diag::{Diagnostics, FileId, Files, Location};
-use crate::model::{Document, Handler, PathMode, Project, Route, Settings};
+use crate::catalog::Side;
+use crate::model::{Document, Example, Handler, PathMode, Project, Route, Settings};
+use crate::modules::{ModuleRef, Role};
+use crate::policies::{PolicyKind, PolicySet};
 use crate::pattern::{self, ParsedPath};
 use crate::source::{self, Format, Kind, Node, Span};
 use crate::template;
@@ -18,12 +21,17 @@ use crate::template;
 /// HTTP methods an OpenAPI path item may hold.
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
-/// The module of the built-in handlers and policies.
-const BUILTIN_MODULE: &str = "$import(@zuplo/runtime)";
+use crate::policies::BUILTIN_MODULE;
 
 /// Loads the project at `root`. Returns the project when it could be read at all (it may still
 /// carry errors in the diagnostics) and every diagnostic found.
 pub fn load(root: &Path, name: Option<&str>) -> (Option<Project>, Diagnostics) {
+    load_with(root, name, false)
+}
+
+/// [`load`], where `stub_missing` turns missing custom modules into warnings (the generator
+/// then writes stubs answering 501).
+pub fn load_with(root: &Path, name: Option<&str>, stub_missing: bool) -> (Option<Project>, Diagnostics) {
     let mut diags = Diagnostics::default();
     let mut files = Files::default();
     let config = root.join("config");
@@ -63,17 +71,36 @@ pub fn load(root: &Path, name: Option<&str>) -> (Option<Project>, Diagnostics) {
 
     let settings = load_settings(root, &mut files, &mut diags);
     let policies = load_policies(root, &mut files, &mut diags);
+    let mut used = vec![false; policies.list.len()];
 
     let mut loader = Loader { root, files: &mut files, diags: &mut diags, external: BTreeMap::new() };
     let mut routes = Vec::new();
     for doc in &documents {
         loader.check_document(doc);
-        loader.collect_routes(doc, &policies, &mut routes);
+        loader.collect_routes(doc, &policies, &mut used, &mut routes);
     }
     check_route_order(&routes, &settings, &files, &mut diags);
+    for (p, used) in policies.list.iter().zip(&used) {
+        if !used && !matches!(p.kind, PolicyKind::Invalid) {
+            diags.warning(p.at, format!("policy `{}` is defined but no route uses it", p.name));
+        }
+    }
+    let missing_modules = check_modules(root, &policies, &routes, &mut files, &mut diags, stub_missing);
+    let hooks = check_hooks(root, &mut files, &mut diags);
 
     let input_hash = hash_inputs(&files);
-    let project = Project { root: root.to_path_buf(), name, files, documents, routes, settings, input_hash };
+    let project = Project {
+        root: root.to_path_buf(),
+        name,
+        files,
+        documents,
+        routes,
+        settings,
+        policies,
+        hooks,
+        missing_modules,
+        input_hash,
+    };
     (Some(project), diags)
 }
 
@@ -208,59 +235,16 @@ fn load_settings(root: &Path, files: &mut Files, diags: &mut Diagnostics) -> Set
     settings
 }
 
-/// Policy names defined in `policies.json` and where.
-#[derive(Debug, Default)]
-struct Policies {
-    names: BTreeMap<String, Location>,
-}
-
-fn load_policies(root: &Path, files: &mut Files, diags: &mut Diagnostics) -> Policies {
-    let mut out = Policies::default();
+/// Reads `config/policies.json` when present.
+fn load_policies(root: &Path, files: &mut Files, diags: &mut Diagnostics) -> PolicySet {
     let path = root.join("config").join("policies.json");
     if !path.exists() {
-        return out;
+        return PolicySet::default();
     }
-    let Some((file, node)) = read_file(root, &path, files, diags) else { return out };
-    // Three forms in the wild: {"policies": [...], "corsPolicies": [...]}, a bare array, {}.
-    let list = match &node.kind {
-        Kind::Array(items) => Some(items.as_slice()),
-        Kind::Object(_) => match node.get("policies") {
-            None => None,
-            Some(p) => match &p.kind {
-                Kind::Array(items) => Some(items.as_slice()),
-                _ => {
-                    diags.error(at(file, p.span), format!("`policies` must be an array, found {}", p.type_name()));
-                    None
-                }
-            },
-        },
-        _ => {
-            diags.error(at(file, node.span), format!("policies.json must hold an object or an array, found {}", node.type_name()));
-            None
-        }
-    };
-    for item in list.unwrap_or(&[]) {
-        let Some(name_node) = item.get("name") else {
-            diags.error(at(file, item.span), "policy without a `name`");
-            continue;
-        };
-        let Some(name) = name_node.as_str() else {
-            diags.error(at(file, name_node.span), format!("a policy `name` must be a string, found {}", name_node.type_name()));
-            continue;
-        };
-        if let Some(first) = out.names.get(name) {
-            let line = files_line(files, *first);
-            diags.error(at(file, name_node.span), format!("policy `{name}` is defined twice"))
-                .label(format!("first defined at line {line}"));
-            continue;
-        }
-        out.names.insert(name.to_owned(), at(file, name_node.span));
-    }
-    out
-}
-
-fn files_line(files: &Files, loc: Location) -> usize {
-    source::LineIndex::new(&files.get(loc.file).text).line_col(loc.span.start).0
+    let Some((file, node)) = read_file(root, &path, files, diags) else { return PolicySet::default() };
+    let set = crate::policies::load(root, file, &node, files, diags);
+    set.check_cycles(diags);
+    set
 }
 
 struct Loader<'a> {
@@ -372,7 +356,7 @@ impl Loader<'_> {
             }
     }
 
-    fn collect_routes(&mut self, doc: &Document, policies: &Policies, routes: &mut Vec<Route>) {
+    fn collect_routes(&mut self, doc: &Document, policies: &PolicySet, used: &mut [bool], routes: &mut Vec<Route>) {
         let file = doc.file;
         let Some(paths) = doc.root.get("paths") else { return };
         let Kind::Object(entries) = &paths.kind else {
@@ -393,7 +377,7 @@ impl Loader<'_> {
                     continue;
                 }
                 let Some(parsed) = parsed.clone() else { continue };
-                if let Some(route) = self.route(&entry.key, entry.key_span, &op.key, op.key_span, &op.value, mode, parsed, file, policies) {
+                if let Some(route) = self.route(&entry.key, entry.key_span, &op.key, op.key_span, &op.value, mode, parsed, file, policies, used) {
                     routes.push(route);
                 }
             }
@@ -439,7 +423,8 @@ impl Loader<'_> {
         mode: PathMode,
         parsed: ParsedPath,
         file: FileId,
-        policies: &Policies,
+        policies: &PolicySet,
+        used: &mut [bool],
     ) -> Option<Route> {
         let Some(x) = op.get("x-zuplo-route") else {
             self.diags.warning(at(file, method_span), format!("{} {path} has no `x-zuplo-route`; it is not routed", method.to_ascii_uppercase()));
@@ -468,8 +453,9 @@ impl Loader<'_> {
                 }
             },
         };
-        self.check_policies(x, file, policies);
+        let (inbound, outbound) = self.route_policies(x, file, policies, used);
         let handler = self.handler(x, file, &parsed)?;
+        let examples = operation_examples(op);
         Some(Route {
             path: path.to_owned(),
             path_at: at(file, path_span),
@@ -480,45 +466,40 @@ impl Loader<'_> {
             parsed,
             handler,
             cors_policy,
+            inbound,
+            outbound,
+            examples,
         })
     }
 
-    fn check_policies(&mut self, x: &Node, file: FileId, policies: &Policies) {
-        let Some(p) = x.get("policies") else { return };
+    fn route_policies(&mut self, x: &Node, file: FileId, policies: &PolicySet, used: &mut [bool]) -> (Vec<usize>, Vec<usize>) {
+        let Some(p) = x.get("policies") else { return (Vec::new(), Vec::new()) };
         if !matches!(p.kind, Kind::Object(_)) {
             // Silently ignoring e.g. `"policies": ["api-key"]` would drop authentication.
             self.diags.error(at(file, p.span), format!("`policies` must be an object with `inbound` and `outbound` lists, found {}", p.type_name()))
                 .help(r#"write "policies": { "inbound": ["name", ...] }"#);
-            return;
+            return (Vec::new(), Vec::new());
         }
-        for side in ["inbound", "outbound"] {
-            let Some(list) = p.get(side) else { continue };
+        let mut chains = [Vec::new(), Vec::new()];
+        for (k, (side_name, side)) in [("inbound", Side::Inbound), ("outbound", Side::Outbound)].into_iter().enumerate() {
+            let Some(list) = p.get(side_name) else { continue };
             let Kind::Array(items) = &list.kind else {
-                self.diags.error(at(file, list.span), format!("`policies.{side}` must be an array of policy names, found {}", list.type_name()));
+                self.diags.error(at(file, list.span), format!("`policies.{side_name}` must be an array of policy names, found {}", list.type_name()));
                 continue;
             };
+            let mut names = Vec::new();
             for item in items {
                 match item.as_str() {
-                    Some(name) if !policies.names.contains_key(name) => {
-                        let help = if policies.names.is_empty() {
-                            "config/policies.json defines no policies".to_owned()
-                        } else {
-                            let names: Vec<&str> = policies.names.keys().map(String::as_str).collect();
-                            format!("config/policies.json defines: {}", names.join(", "))
-                        };
-                        self.diags.error(at(file, item.span), format!("policy `{name}` is not defined in config/policies.json"))
-                            .help(help);
-                    }
-                    Some(name) => {
-                        self.diags.error(at(file, item.span), format!("policy `{name}` cannot be applied: this version of specgate does not run policy chains yet"))
-                            .help("remove the policy from the route, or generate with a specgate version that supports policies");
-                    }
+                    Some(name) => names.push((name.to_owned(), at(file, item.span))),
                     None => {
                         self.diags.error(at(file, item.span), format!("a policy name must be a string, found {}", item.type_name()));
                     }
                 }
             }
+            chains[k] = policies.resolve(&names, side, self.diags, used);
         }
+        let [inbound, outbound] = chains;
+        (inbound, outbound)
     }
 
     fn handler(&mut self, x: &Node, file: FileId, parsed: &ParsedPath) -> Option<Handler> {
@@ -530,9 +511,14 @@ impl Loader<'_> {
         let export = self.required_str(h, "export", file)?;
         let module = self.required_str(h, "module", file)?;
         if module.1 != BUILTIN_MODULE {
-            if module.1.starts_with("$import(./") || module.1.starts_with("$import(../") {
-                self.diags.error(at(file, module.0), format!("custom handler module `{}` is not supported by this version of specgate", module.1))
-                    .help("use urlForwardHandler, urlRewriteHandler or redirectHandler from $import(@zuplo/runtime)");
+            if module.1.starts_with("$import(") {
+                return match crate::modules::resolve(self.root, &module.1) {
+                    Ok(m) => Some(Handler::Custom { module: m, export: export.1, at: at(file, module.0) }),
+                    Err(e) => {
+                        self.diags.error(at(file, module.0), e);
+                        None
+                    }
+                };
             } else {
                 self.diags.error(at(file, module.0), format!("unknown handler module `{}`", module.1))
                     .help("built-in handlers come from `$import(@zuplo/runtime)`");
@@ -805,4 +791,136 @@ pub fn env_vars(project: &Project) -> BTreeSet<String> {
         .flat_map(|r| r.handler.templates())
         .flat_map(|t| t.env_vars().into_iter().map(str::to_owned))
         .collect()
+}
+
+/// Response examples of an operation: `responses.<code>.content.<type>.example` and
+/// `.examples.<name>.value`, in document order.
+fn operation_examples(op: &Node) -> Vec<Example> {
+    let mut out = Vec::new();
+    let Some(responses) = op.get("responses") else { return out };
+    for r in responses.entries() {
+        let Ok(status) = r.key.parse::<u16>() else { continue };
+        let Some(content) = r.value.get("content") else { continue };
+        for c in content.entries() {
+            let text = |v: &Node| match v.as_str() {
+                Some(s) => s.to_owned(),
+                None => v.to_value().to_string(),
+            };
+            if let Some(ex) = c.value.get("example") {
+                out.push(Example { status, content_type: c.key.clone(), name: String::new(), body: text(ex) });
+            }
+            if let Some(exs) = c.value.get("examples") {
+                for e in exs.entries() {
+                    if let Some(v) = e.value.get("value") {
+                        out.push(Example { status, content_type: c.key.clone(), name: e.key.clone(), body: text(v) });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every custom module a route or policy uses must exist and export the function its role
+/// needs. Returns the missing modules (for `--stub-missing`); errors are reported as
+/// warnings-to-be when stubs are requested, so the caller decides.
+fn check_modules(
+    root: &Path,
+    policies: &PolicySet,
+    routes: &[Route],
+    files: &mut Files,
+    diags: &mut Diagnostics,
+    stub_missing: bool,
+) -> Vec<(ModuleRef, Vec<(String, Role)>)> {
+    // (module, export, role, where) for every use.
+    let mut uses: Vec<(ModuleRef, String, Role, Location)> = Vec::new();
+    for r in routes {
+        if let Handler::Custom { module, export, at } = &r.handler {
+            uses.push((module.clone(), export.clone(), Role::Handler, *at));
+        }
+        for (chain, role) in [(&r.inbound, Role::Inbound), (&r.outbound, Role::Outbound)] {
+            for &i in chain {
+                if let PolicyKind::Custom { module, export, module_at, .. } = &policies.list[i].kind {
+                    uses.push((module.clone(), export.clone(), role, *module_at));
+                }
+            }
+        }
+    }
+    uses.sort_by(|a, b| (&a.0.rel, &a.1, a.2).cmp(&(&b.0.rel, &b.1, b.2)));
+    uses.dedup_by(|a, b| a.0.rel == b.0.rel && a.1 == b.1 && a.2 == b.2);
+    let mut missing: Vec<(ModuleRef, Vec<(String, Role)>)> = Vec::new();
+    let mut texts: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for (m, export, role, loc) in uses {
+        let text = texts
+            .entry(m.rel.clone())
+            .or_insert_with(|| std::fs::read_to_string(&m.source).ok())
+            .clone();
+        match text {
+            None => {
+                let msg = format!("module `{}` not found (looked for modules/{}.rs)", m.import, m.rel);
+                if stub_missing {
+                    diags.warning(loc, format!("{msg}; a stub answering 501 is generated"));
+                } else {
+                    diags.error(loc, msg).help(crate::modules::signature_help(role, &export, &m.rel));
+                }
+                match missing.iter_mut().find(|(mm, _)| mm.rel == m.rel) {
+                    Some((_, exports)) => exports.push((export, role)),
+                    None => missing.push((m, vec![(export, role)])),
+                }
+            }
+            Some(t) => {
+                if !crate::modules::has_export(&t, &export) {
+                    diags.error(loc, format!("modules/{}.rs has no `pub async fn {}`", m.rel, crate::modules::fn_name(&export)))
+                        .help(crate::modules::signature_help(role, &export, &m.rel));
+                }
+            }
+        }
+    }
+    // Register module sources so the input hash covers them.
+    for (rel, path) in crate::modules::all_module_files(root) {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            files.add(format!("modules/{rel}.rs"), path, text);
+        }
+    }
+    missing
+}
+
+/// `modules/runtime.rs` registers hooks: it must define `pub struct Hooks` and
+/// `pub fn hooks() -> Hooks`.
+fn check_hooks(root: &Path, files: &mut Files, diags: &mut Diagnostics) -> Option<ModuleRef> {
+    let m = crate::modules::resolve(root, "$import(./modules/runtime)").ok()?;
+    let text = std::fs::read_to_string(&m.source).ok()?;
+    let ok_struct = crate::modules::has_struct(&text, "Hooks");
+    let ok_fn = regex::Regex::new(r"pub\s+fn\s+hooks\s*\(\s*\)").is_ok_and(|r| r.is_match(&text));
+    if !ok_struct || !ok_fn {
+        let file = files.iter().position(|f| f.name == "modules/runtime.rs");
+        let loc = file.map(|f| Location { file: f, span: Span { start: 0, end: 0 } });
+        diags.error(loc, "modules/runtime.rs must define `pub struct Hooks` implementing specgate_runtime::Hooks and `pub fn hooks() -> Hooks`")
+            .help("use specgate_runtime::prelude::*;\npub struct Hooks;\npub fn hooks() -> Hooks { Hooks }\nimpl specgate_runtime::Hooks for Hooks { /* override the hooks you need */ }");
+        return None;
+    }
+    Some(m)
+}
+
+/// Every environment variable the gateway may read, for `.env.example` and the README:
+/// template variables, `$env(X)` in policy options, and `environment("X")` in custom code.
+pub fn documented_env_vars(project: &Project) -> BTreeSet<String> {
+    let mut out = env_vars(project);
+    let dollar = regex::Regex::new(r"\$env\(([A-Za-z_][A-Za-z0-9_]*)\)").ok();
+    let call = regex::Regex::new(r#"environment\(\s*"([A-Za-z_][A-Za-z0-9_]*)"\s*\)"#).ok();
+    for p in &project.policies.list {
+        let text = match &p.kind {
+            PolicyKind::Builtin { options, .. } | PolicyKind::Custom { options, .. } => options,
+            _ => continue,
+        };
+        if let Some(re) = &dollar {
+            out.extend(re.captures_iter(text).map(|c| c[1].to_owned()));
+        }
+    }
+    for f in project.files.iter().filter(|f| f.name.starts_with("modules/")) {
+        if let Some(re) = &call {
+            out.extend(re.captures_iter(&f.text).map(|c| c[1].to_owned()));
+        }
+    }
+    out
 }

@@ -15,7 +15,7 @@ fn cases_dir() -> PathBuf {
 
 /// What the generator reports for the project at `dir`, as stored in `expected.txt`.
 fn render_case(dir: &Path, name: &str) -> String {
-    let opts = Options { name: Some(name.to_owned()), out: std::env::temp_dir().join("specgate-diagnostics-out"), runtime_path: None };
+    let opts = Options { name: Some(name.to_owned()), out: std::env::temp_dir().join("specgate-diagnostics-out"), runtime_path: None, stub_missing: false };
     let (output, diags, files) = generate(dir, &opts);
     let files = files.unwrap_or_default();
     let mut text = diags.render(&files, false);

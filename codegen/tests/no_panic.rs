@@ -294,7 +294,7 @@ fn generate_never_panics_on_mutated_projects() {
 
     // The unmutated examples generate cleanly (otherwise the mutants prove little).
     for (dir, _, _) in &projects {
-        let opts = Options { name: None, out: out.clone(), runtime_path: None };
+        let opts = Options { name: None, out: out.clone(), runtime_path: None, stub_missing: false };
         let (output, diags, _) = generate(dir, &opts);
         assert!(output.is_some() && !diags.has_errors(), "{} does not generate", dir.display());
     }
@@ -324,7 +324,7 @@ fn generate_never_panics_on_mutated_projects() {
         }
         std::fs::write(&files[k], &bytes).expect("write mutant");
 
-        let opts = Options { name: Some("mutant".into()), out: out.clone(), runtime_path: None };
+        let opts = Options { name: Some("mutant".into()), out: out.clone(), runtime_path: None, stub_missing: false };
         let result = catch_unwind(AssertUnwindSafe(|| {
             let (output, diags, files) = generate(dir, &opts);
             let rendered = diags.render(&files.unwrap_or_default(), false);

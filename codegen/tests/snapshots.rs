@@ -17,7 +17,7 @@ fn generated_crates_match_their_specs() {
     for spec in specs {
         let name = spec.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let out = root.join("generated").join(&name);
-        let opts = Options { name: None, out: out.clone(), runtime_path: None };
+        let opts = Options { name: None, out: out.clone(), runtime_path: None, stub_missing: false };
         let (output, diags, _) = generate::generate(&spec, &opts);
         let Some(output) = output else {
             failures.push(format!("{name}: generation failed: {diags:?}"));

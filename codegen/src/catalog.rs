@@ -1,0 +1,238 @@
+//! The built-in policies specgate implements: their Zuplo export names, the runtime types that
+//! implement them, and their typed options (checked at generation time with positions, then
+//! deserialized once at start-up by the runtime).
+
+/// Which side of the handler a policy runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Before the handler.
+    Inbound,
+    /// After the handler.
+    Outbound,
+}
+
+/// The type of an option value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptType {
+    /// A string.
+    String,
+    /// true or false.
+    Bool,
+    /// A non-negative integer.
+    Integer,
+    /// An array of strings.
+    StringArray,
+    /// One comma-separated string or an array of strings.
+    StringOrArray,
+    /// `[{name, value, overwrite?}]`.
+    NameValueList,
+    /// One of the listed strings.
+    Enum(&'static [&'static str]),
+    /// true, a date string or a number.
+    BoolStringOrNumber,
+}
+
+impl OptType {
+    /// How the type reads in messages.
+    pub fn describe(self) -> std::string::String {
+        match self {
+            OptType::String => "a string".into(),
+            OptType::Bool => "true or false".into(),
+            OptType::Integer => "a non-negative integer".into(),
+            OptType::StringArray => "an array of strings".into(),
+            OptType::StringOrArray => "a string or an array of strings".into(),
+            OptType::NameValueList => "an array of {\"name\", \"value\"} objects".into(),
+            OptType::Enum(values) => format!("one of {}", values.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")),
+            OptType::BoolStringOrNumber => "true, a date string or a number".into(),
+        }
+    }
+}
+
+/// One option of a built-in policy.
+#[derive(Debug, Clone, Copy)]
+pub struct OptSpec {
+    /// The option name as Zuplo spells it.
+    pub name: &'static str,
+    /// Its type.
+    pub ty: OptType,
+    /// Whether it must be present.
+    pub required: bool,
+    /// What it does (for documentation and help texts).
+    pub doc: &'static str,
+}
+
+/// A built-in policy.
+#[derive(Debug, Clone, Copy)]
+pub struct Builtin {
+    /// Export of `$import(@zuplo/runtime)`.
+    pub export: &'static str,
+    /// The usual `policyType` label.
+    pub policy_type: &'static str,
+    /// The runtime type (under `::specgate_runtime::policies`).
+    pub rust_type: &'static str,
+    /// Inbound or outbound.
+    pub side: Side,
+    /// Options.
+    pub options: &'static [OptSpec],
+    /// At least one of these options must be present (beyond `required` ones).
+    pub one_of: &'static [&'static str],
+}
+
+const fn opt(name: &'static str, ty: OptType, required: bool, doc: &'static str) -> OptSpec {
+    OptSpec { name, ty, required, doc }
+}
+
+const fn builtin(export: &'static str, policy_type: &'static str, rust_type: &'static str, side: Side, options: &'static [OptSpec]) -> Builtin {
+    Builtin { export, policy_type, rust_type, side, options, one_of: &[] }
+}
+
+use OptType::*;
+use Side::*;
+
+const HEADERS_SET: &[OptSpec] = &[opt("headers", NameValueList, true, "headers to set: [{name, value, overwrite (default true)}]")];
+const HEADERS_REMOVE: &[OptSpec] = &[opt("headers", StringArray, true, "names of the headers to remove")];
+const HEADERS_CLEAR: &[OptSpec] = &[opt("exclude", StringArray, false, "names of the headers to keep")];
+
+/// Every built-in policy, by export name.
+pub const BUILTINS: &[Builtin] = &[
+    builtin("SetHeadersInboundPolicy", "set-headers-inbound", "SetHeadersInbound", Inbound, HEADERS_SET),
+    builtin("SetHeadersOutboundPolicy", "set-headers-outbound", "SetHeadersOutbound", Outbound, HEADERS_SET),
+    builtin("RemoveHeadersInboundPolicy", "remove-headers-inbound", "RemoveHeadersInbound", Inbound, HEADERS_REMOVE),
+    builtin("RemoveHeadersOutboundPolicy", "remove-headers-outbound", "RemoveHeadersOutbound", Outbound, HEADERS_REMOVE),
+    builtin("ClearHeadersInboundPolicy", "clear-headers-inbound", "ClearHeadersInbound", Inbound, HEADERS_CLEAR),
+    builtin("ClearHeadersOutboundPolicy", "clear-headers-outbound", "ClearHeadersOutbound", Outbound, HEADERS_CLEAR),
+    builtin(
+        "SetQueryParamsInboundPolicy",
+        "set-query-params-inbound",
+        "SetQueryParamsInbound",
+        Inbound,
+        &[opt("params", NameValueList, true, "query parameters to set: [{name, value, overwrite (default true)}]")],
+    ),
+    builtin(
+        "RemoveQueryParamsInboundPolicy",
+        "remove-query-params-inbound",
+        "RemoveQueryParamsInbound",
+        Inbound,
+        &[opt("params", StringArray, true, "names of the query parameters to remove")],
+    ),
+    builtin(
+        "QueryParamToHeaderInboundPolicy",
+        "query-param-to-header-inbound",
+        "QueryParamToHeaderInbound",
+        Inbound,
+        &[
+            opt("queryParam", String, true, "the query parameter to read"),
+            opt("headerName", String, true, "the header to set"),
+            opt("headerValue", String, true, "the header value; {value} stands for the parameter's value"),
+            opt("removeFromUrl", Bool, false, "remove the parameter from the URL (default true)"),
+        ],
+    ),
+    builtin(
+        "ChangeMethodInboundPolicy",
+        "change-method-inbound",
+        "ChangeMethodInbound",
+        Inbound,
+        &[opt("method", Enum(&["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "get", "post", "put", "patch", "delete", "head", "options"]), true, "the method to send upstream")],
+    ),
+    builtin("SetBodyInboundPolicy", "set-body-inbound", "SetBodyInbound", Inbound, &[opt("body", String, true, "the new request body")]),
+    builtin(
+        "SetStatusOutboundPolicy",
+        "set-status-outbound",
+        "SetStatusOutbound",
+        Outbound,
+        &[opt("status", Integer, true, "the response status"), opt("statusText", String, false, "accepted, not sent (HTTP/2 has no reason phrase)")],
+    ),
+    builtin(
+        "ReplaceStringOutboundPolicy",
+        "replace-string-outbound",
+        "ReplaceStringOutbound",
+        Outbound,
+        &[
+            opt("mode", Enum(&["string", "regexp"]), true, "plain string or regular expression (/pattern/flags)"),
+            opt("match", String, true, "what to find"),
+            opt("replaceWith", String, true, "the replacement ($1 and $& in regexp mode)"),
+        ],
+    ),
+    builtin(
+        "RequestSizeLimitInboundPolicy",
+        "request-size-limit-inbound",
+        "RequestSizeLimitInbound",
+        Inbound,
+        &[
+            opt("maxSizeInBytes", Integer, true, "the largest accepted body"),
+            opt("trustContentLengthHeader", Bool, false, "trust Content-Length instead of counting (default false)"),
+        ],
+    ),
+    builtin(
+        "RequireOriginInboundPolicy",
+        "require-origin-inbound",
+        "RequireOriginInbound",
+        Inbound,
+        &[
+            opt("origins", StringOrArray, true, "allowed origins, comma-separated"),
+            opt("failureDetail", String, false, "the detail of the 403 problem"),
+        ],
+    ),
+    Builtin {
+        export: "IpAddressRestrictionInboundPolicy",
+        policy_type: "ip-address-restriction-inbound",
+        rust_type: "IpAddressRestrictionInbound",
+        side: Inbound,
+        options: &[
+            opt("allow", StringArray, false, "addresses and CIDR ranges allowed"),
+            opt("deny", StringArray, false, "addresses and CIDR ranges refused"),
+        ],
+        one_of: &["allow", "deny"],
+    },
+    builtin(
+        "MockApiInboundPolicy",
+        "mock-api-inbound",
+        "MockApiInbound",
+        Inbound,
+        &[
+            opt("random", Bool, false, "pick a random matching example"),
+            opt("responsePrefixFilter", String, false, "status code prefix of the responses to use (default \"2\")"),
+            opt("contentType", String, false, "only examples of this media type"),
+            opt("exampleName", String, false, "only the example with this name"),
+        ],
+    ),
+    builtin(
+        "HttpDeprecationOutboundPolicy",
+        "http-deprecation-outbound",
+        "HttpDeprecationOutbound",
+        Outbound,
+        &[
+            opt("deprecation", BoolStringOrNumber, true, "true, an ISO 8601 date or a Unix timestamp"),
+            opt("sunset", String, false, "ISO 8601 date of removal"),
+            opt("link", String, false, "URL of the deprecation notes"),
+        ],
+    ),
+    builtin("SleepInboundPolicy", "sleep-inbound", "SleepInbound", Inbound, &[opt("sleepInMs", Integer, true, "delay in milliseconds")]),
+];
+
+/// Exports of Zuplo built-ins that this version does not implement yet.
+pub const NOT_YET: &[&str] = &[
+    "ApiKeyInboundPolicy",
+    "RateLimitInboundPolicy",
+    "ComplexRateLimitInboundPolicy",
+    "QuotaInboundPolicy",
+    "OpenIdJwtInboundPolicy",
+    "Auth0JwtInboundPolicy",
+    "OktaJwtInboundPolicy",
+    "CognitoJwtInboundPolicy",
+    "ClerkJwtInboundPolicy",
+    "FirebaseJwtInboundPolicy",
+    "SupabaseJwtInboundPolicy",
+    "JwtScopesInboundPolicy",
+    "BasicAuthInboundPolicy",
+    "RequestValidationInboundPolicy",
+    "ValidateJsonSchemaInbound",
+    "CachingInboundPolicy",
+    "SetUpstreamApiKeyInboundPolicy",
+    "UpstreamZuploJwtAuthInboundPolicy",
+];
+
+/// The built-in with this export name.
+pub fn find(export: &str) -> Option<&'static Builtin> {
+    BUILTINS.iter().find(|b| b.export == export)
+}

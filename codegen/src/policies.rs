@@ -1,0 +1,379 @@
+//! `config/policies.json`: every policy with typed, checked options; composite expansion;
+//! resolution of route policy lists into straight chains.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::catalog::{self, Builtin, OptType, Side};
+use crate::diag::{Diagnostics, Files, Location};
+use crate::modules::{self, ModuleRef};
+use crate::source::{Kind, Node, Span};
+
+/// The module of the built-in handlers and policies.
+pub const BUILTIN_MODULE: &str = "$import(@zuplo/runtime)";
+
+/// A policy of `policies.json`.
+#[derive(Debug, Clone)]
+pub struct PolicyDef {
+    /// Its name.
+    pub name: String,
+    /// Where the name is.
+    pub at: Location,
+    /// What implements it.
+    pub kind: PolicyKind,
+}
+
+/// What implements a policy.
+#[derive(Debug, Clone)]
+pub enum PolicyKind {
+    /// A built-in with checked options (JSON text with unknown keys removed).
+    Builtin {
+        /// The catalog entry.
+        spec: &'static Builtin,
+        /// Options as JSON text.
+        options: String,
+    },
+    /// `composite-inbound` / `composite-outbound`.
+    Composite {
+        /// Side it may be used on.
+        side: Side,
+        /// Member names and where they are written.
+        members: Vec<(String, Location)>,
+    },
+    /// Custom code.
+    Custom {
+        /// The module.
+        module: ModuleRef,
+        /// The export.
+        export: String,
+        /// Options as JSON text.
+        options: String,
+        /// Where the module reference is.
+        module_at: Location,
+    },
+    /// Errors were reported; the name stays defined so routes do not get extra errors.
+    Invalid,
+}
+
+/// Every policy by name, in file order.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    /// Definitions in file order.
+    pub list: Vec<PolicyDef>,
+    /// Name → index.
+    pub by_name: BTreeMap<String, usize>,
+}
+
+fn at(file: usize, span: Span) -> Location {
+    Location { file, span }
+}
+
+/// Reads the policies of `node` (the parsed policies.json of `file`).
+pub fn load(root: &Path, file: usize, node: &Node, files: &Files, diags: &mut Diagnostics) -> PolicySet {
+    let mut out = PolicySet::default();
+    // Three forms in the wild: {"policies": [...], "corsPolicies": [...]}, a bare array, {}.
+    let list = match &node.kind {
+        Kind::Array(items) => Some(items.as_slice()),
+        Kind::Object(_) => match node.get("policies") {
+            None => None,
+            Some(p) => match &p.kind {
+                Kind::Array(items) => Some(items.as_slice()),
+                _ => {
+                    diags.error(at(file, p.span), format!("`policies` must be an array, found {}", p.type_name()));
+                    None
+                }
+            },
+        },
+        _ => {
+            diags.error(at(file, node.span), format!("policies.json must hold an object or an array, found {}", node.type_name()));
+            None
+        }
+    };
+    for item in list.unwrap_or(&[]) {
+        if !matches!(item.kind, Kind::Object(_)) {
+            diags.error(at(file, item.span), format!("a policy must be an object, found {}", item.type_name()));
+            continue;
+        }
+        let Some(name_node) = item.get("name") else {
+            diags.error(at(file, item.span), "policy without a `name`");
+            continue;
+        };
+        let Some(name) = name_node.as_str() else {
+            diags.error(at(file, name_node.span), format!("a policy `name` must be a string, found {}", name_node.type_name()));
+            continue;
+        };
+        if let Some(&first) = out.by_name.get(name) {
+            let first_at = out.list[first].at;
+            let line = crate::source::LineIndex::new(&files.get(first_at.file).text).line_col(first_at.span.start).0;
+            diags.error(at(file, name_node.span), format!("policy `{name}` is defined twice"))
+                .label(format!("first defined at line {line}"));
+            continue;
+        }
+        let kind = policy_kind(root, file, name, item, diags);
+        out.by_name.insert(name.to_owned(), out.list.len());
+        out.list.push(PolicyDef { name: name.to_owned(), at: at(file, name_node.span), kind });
+    }
+    out
+}
+
+fn policy_kind(root: &Path, file: usize, name: &str, item: &Node, diags: &mut Diagnostics) -> PolicyKind {
+    let Some(handler) = item.get("handler") else {
+        diags.error(at(file, item.span), format!("policy `{name}` has no `handler`"))
+            .help(r#"add "handler": { "export": "...", "module": "$import(@zuplo/runtime)", "options": { ... } }"#);
+        return PolicyKind::Invalid;
+    };
+    let str_field = |key: &str, diags: &mut Diagnostics| -> Option<(String, Span)> {
+        match handler.get(key) {
+            Some(v) => match v.as_str() {
+                Some(s) => Some((s.to_owned(), v.span)),
+                None => {
+                    diags.error(at(file, v.span), format!("`handler.{key}` must be a string, found {}", v.type_name()));
+                    None
+                }
+            },
+            None => {
+                diags.error(at(file, handler.span), format!("policy `{name}` has no `handler.{key}`"));
+                None
+            }
+        }
+    };
+    let (Some((export, export_span)), Some((module, module_span))) = (str_field("export", diags), str_field("module", diags)) else {
+        return PolicyKind::Invalid;
+    };
+    let empty = Node { span: handler.span, kind: Kind::Object(Vec::new()) };
+    let options = handler.get("options").unwrap_or(&empty);
+    if !matches!(options.kind, Kind::Object(_)) {
+        diags.error(at(file, options.span), format!("policy `options` must be an object, found {}", options.type_name()));
+        return PolicyKind::Invalid;
+    }
+    if module != BUILTIN_MODULE {
+        return match modules::resolve(root, &module) {
+            Ok(m) => PolicyKind::Custom {
+                module: m,
+                export,
+                options: options.to_value().to_string(),
+                module_at: at(file, module_span),
+            },
+            Err(e) => {
+                diags.error(at(file, module_span), e);
+                PolicyKind::Invalid
+            }
+        };
+    }
+    if export == "CompositeInboundPolicy" || export == "CompositeOutboundPolicy" {
+        let side = if export == "CompositeInboundPolicy" { Side::Inbound } else { Side::Outbound };
+        let Some(list) = options.get("policies") else {
+            diags.error(at(file, options.span), "required option `policies` is missing")
+                .help("a composite policy lists the policies it groups: \"policies\": [\"a\", \"b\"]");
+            return PolicyKind::Invalid;
+        };
+        let Kind::Array(items) = &list.kind else {
+            diags.error(at(file, list.span), format!("option `policies` must be an array of policy names, found {}", list.type_name()));
+            return PolicyKind::Invalid;
+        };
+        let mut members = Vec::new();
+        for i in items {
+            match i.as_str() {
+                Some(s) => members.push((s.to_owned(), at(file, i.span))),
+                None => {
+                    diags.error(at(file, i.span), format!("a policy name must be a string, found {}", i.type_name()));
+                }
+            }
+        }
+        unknown_keys(options, &["policies"], &export, file, diags);
+        return PolicyKind::Composite { side, members };
+    }
+    let Some(spec) = catalog::find(&export) else {
+        let msg = if catalog::NOT_YET.contains(&export.as_str()) {
+            format!("`{export}` is not supported by this version of specgate")
+        } else {
+            format!("`{export}` is not a policy of $import(@zuplo/runtime)")
+        };
+        let supported: Vec<&str> = catalog::BUILTINS.iter().map(|b| b.export).collect();
+        diags.error(at(file, export_span), msg)
+            .help(format!("supported built-ins: {}, CompositeInboundPolicy, CompositeOutboundPolicy; or custom code from $import(./modules/...)", supported.join(", ")));
+        return PolicyKind::Invalid;
+    };
+    match check_options(spec, options, file, diags) {
+        Some(json) => PolicyKind::Builtin { spec, options: json },
+        None => PolicyKind::Invalid,
+    }
+}
+
+fn unknown_keys(options: &Node, known: &[&str], export: &str, file: usize, diags: &mut Diagnostics) {
+    for e in options.entries() {
+        if !known.contains(&e.key.as_str()) {
+            diags.warning(at(file, e.key_span), format!("unknown option `{}` of {export}", e.key))
+                .help(format!("known options: {}", known.join(", ")));
+        }
+    }
+}
+
+/// Checks options against the catalog; returns them as JSON text without unknown keys.
+fn check_options(spec: &Builtin, options: &Node, file: usize, diags: &mut Diagnostics) -> Option<String> {
+    let mut ok = true;
+    let known: Vec<&str> = spec.options.iter().map(|o| o.name).collect();
+    unknown_keys(options, &known, spec.export, file, diags);
+    let mut kept = serde_json::Map::new();
+    for o in spec.options {
+        let Some(v) = options.get(o.name) else {
+            if o.required {
+                diags.error(at(file, options.span), format!("required option `{}` of {} is missing", o.name, spec.export))
+                    .help(format!("`{}`: {} ({})", o.name, o.ty.describe(), o.doc));
+                ok = false;
+            }
+            continue;
+        };
+        if let Err(msg) = check_type(o.ty, v) {
+            diags.error(at(file, msg.0), format!("option `{}` must be {}{}", o.name, o.ty.describe(), msg.1));
+            ok = false;
+            continue;
+        }
+        kept.insert(o.name.to_owned(), v.to_value());
+    }
+    if !spec.one_of.is_empty() && !spec.one_of.iter().any(|k| options.get(k).is_some()) {
+        diags.error(at(file, options.span), format!("{} needs at least one of: {}", spec.export, spec.one_of.join(", ")));
+        ok = false;
+    }
+    ok.then(|| serde_json::Value::Object(kept).to_string())
+}
+
+fn is_env_ref(v: &Node) -> bool {
+    v.as_str().is_some_and(|s| s.trim().starts_with("$env(") && s.trim().ends_with(')'))
+}
+
+/// `Err((span, extra))` when `v` does not have type `ty`.
+fn check_type(ty: OptType, v: &Node) -> Result<(), (Span, String)> {
+    let bad = |extra: String| Err((v.span, extra));
+    let found = || format!(", found {}", v.type_name());
+    match ty {
+        OptType::String => if v.as_str().is_some() { Ok(()) } else { bad(found()) },
+        OptType::Bool => if v.as_bool().is_some() || is_env_ref(v) { Ok(()) } else { bad(found()) },
+        OptType::Integer => if v.as_u64().is_some() || is_env_ref(v) { Ok(()) } else { bad(found()) },
+        OptType::Enum(values) => match v.as_str() {
+            Some(s) if values.contains(&s) || is_env_ref(v) => Ok(()),
+            Some(s) => bad(format!(", found \"{s}\"")),
+            None => bad(found()),
+        },
+        OptType::BoolStringOrNumber => {
+            if v.as_bool() == Some(true) || v.as_str().is_some() || v.as_f64().is_some() { Ok(()) } else { bad(found()) }
+        }
+        OptType::StringArray | OptType::StringOrArray => {
+            if ty == OptType::StringOrArray && v.as_str().is_some() {
+                return Ok(());
+            }
+            let Kind::Array(items) = &v.kind else { return bad(found()) };
+            match items.iter().find(|i| i.as_str().is_none()) {
+                Some(i) => Err((i.span, format!("; this item is {}", i.type_name()))),
+                None => Ok(()),
+            }
+        }
+        OptType::NameValueList => {
+            let Kind::Array(items) = &v.kind else { return bad(found()) };
+            for i in items {
+                let Kind::Object(_) = &i.kind else { return Err((i.span, format!("; this item is {}", i.type_name()))) };
+                for key in ["name", "value"] {
+                    match i.get(key) {
+                        Some(x) if x.as_str().is_some() => {}
+                        Some(x) => return Err((x.span, format!("; `{key}` must be a string, found {}", x.type_name()))),
+                        None => return Err((i.span, format!("; this item has no `{key}`"))),
+                    }
+                }
+                if let Some(o) = i.get("overwrite")
+                    && o.as_bool().is_none()
+                {
+                    return Err((o.span, format!("; `overwrite` must be true or false, found {}", o.type_name())));
+                }
+                for e in i.entries() {
+                    if !matches!(e.key.as_str(), "name" | "value" | "overwrite") {
+                        return Err((e.key_span, format!("; unknown key `{}` (name, value, overwrite)", e.key)));
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+impl PolicySet {
+    /// Reports every cycle among composite policies, at the member that closes it.
+    pub fn check_cycles(&self, diags: &mut Diagnostics) {
+        let mut reported = std::collections::BTreeSet::new();
+        for (i, p) in self.list.iter().enumerate() {
+            if matches!(p.kind, PolicyKind::Composite { .. }) {
+                self.dfs(i, &mut vec![i], diags, &mut reported);
+            }
+        }
+    }
+
+    fn dfs(&self, i: usize, stack: &mut Vec<usize>, diags: &mut Diagnostics, reported: &mut std::collections::BTreeSet<Vec<usize>>) {
+        let PolicyKind::Composite { members, .. } = &self.list[i].kind else { return };
+        for (m, loc) in members {
+            let Some(&j) = self.by_name.get(m) else { continue };
+            if let Some(pos) = stack.iter().position(|&s| s == j) {
+                let mut cycle: Vec<usize> = stack[pos..].to_vec();
+                cycle.sort_unstable();
+                if reported.insert(cycle) {
+                    let mut names: Vec<&str> = stack[pos..].iter().map(|&k| self.list[k].name.as_str()).collect();
+                    names.push(m);
+                    diags.error(*loc, format!("composite policies form a cycle: {}", names.join(" → ")));
+                }
+                continue;
+            }
+            stack.push(j);
+            self.dfs(j, stack, diags, reported);
+            stack.pop();
+        }
+    }
+
+    /// Expands a route's list for `side` into policy indices (composites flattened in place).
+    /// Undefined names, side mismatches and cycles are reported.
+    pub fn resolve(&self, names: &[(String, Location)], side: Side, diags: &mut Diagnostics, used: &mut [bool]) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (name, loc) in names {
+            self.expand(name, *loc, side, &mut Vec::new(), &mut out, diags, used);
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn expand(&self, name: &str, loc: Location, side: Side, stack: &mut Vec<String>, out: &mut Vec<usize>, diags: &mut Diagnostics, used: &mut [bool]) {
+        let Some(&i) = self.by_name.get(name) else {
+            let help = if self.list.is_empty() {
+                "config/policies.json defines no policies".to_owned()
+            } else {
+                format!("config/policies.json defines: {}", self.list.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "))
+            };
+            diags.error(loc, format!("policy `{name}` is not defined in config/policies.json")).help(help);
+            return;
+        };
+        used[i] = true;
+        if stack.iter().any(|s| s == name) {
+            // Reported once by `check_cycles`.
+            return;
+        }
+        let side_name = |s: Side| if s == Side::Inbound { "inbound" } else { "outbound" };
+        match &self.list[i].kind {
+            PolicyKind::Composite { side: s, members } => {
+                if *s != side {
+                    diags.error(loc, format!("`{name}` is a composite-{} policy, used in an {} list", side_name(*s), side_name(side)));
+                    return;
+                }
+                stack.push(name.to_owned());
+                for (m, mloc) in members {
+                    self.expand(m, *mloc, side, stack, out, diags, used);
+                }
+                stack.pop();
+            }
+            PolicyKind::Builtin { spec, .. } => {
+                if spec.side != side {
+                    diags.error(loc, format!("`{name}` ({}) is an {} policy, used in an {} list", spec.export, side_name(spec.side), side_name(side)));
+                    return;
+                }
+                out.push(i);
+            }
+            PolicyKind::Custom { .. } => out.push(i),
+            PolicyKind::Invalid => {}
+        }
+    }
+}

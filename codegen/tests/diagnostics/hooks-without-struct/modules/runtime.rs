@@ -1,0 +1,2 @@
+// registers nothing
+pub fn init() {}

@@ -87,7 +87,21 @@ pub struct Upstream {
 impl Upstream {
     /// Starts an upstream that tags its answers with `name`.
     pub async fn start(name: &str) -> Upstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        Self::start_full(name, 0, None).await
+    }
+
+    /// Starts an upstream on a fixed loopback port (for configurations that name one).
+    pub async fn start_on(name: &str, port: u16) -> Upstream {
+        Self::start_full(name, port, None).await
+    }
+
+    /// Starts an upstream answering every request with `body` as JSON.
+    pub async fn start_with_body(name: &str, body: &str) -> Upstream {
+        Self::start_full(name, 0, Some(Bytes::from(body.to_owned()))).await
+    }
+
+    async fn start_full(name: &str, port: u16, fixed: Option<Bytes>) -> Upstream {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let release = Arc::new(Notify::new());
@@ -96,9 +110,9 @@ impl Upstream {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { break };
-                let (s, r, f, n) = (s.clone(), r.clone(), f.clone(), n.clone());
+                let (s, r, f, n, x) = (s.clone(), r.clone(), f.clone(), n.clone(), fixed.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| answer(req, s.clone(), r.clone(), f.clone(), n.clone()));
+                    let svc = service_fn(move |req| answer(req, s.clone(), r.clone(), f.clone(), n.clone(), x.clone()));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -152,6 +166,7 @@ async fn answer(
     release: Arc<Notify>,
     first_chunk: Arc<Notify>,
     name: Arc<str>,
+    fixed: Option<Bytes>,
 ) -> Result<Response<Body>, Infallible> {
     let (parts, mut body) = req.into_parts();
     let target = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
@@ -180,6 +195,11 @@ async fn answer(
         s.push(Seen { method: parts.method.to_string(), target, headers, body: Bytes::from(collected) });
     }
 
+    if let Some(body) = fixed {
+        let mut resp = Response::new(full(body));
+        resp.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
+        return Ok(resp);
+    }
     let mut resp = Response::new(full(format!("{{\"upstream\":\"{name}\",\"path\":{:?}}}", path)));
     resp.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
     if let Some(code) = path.rsplit_once("/status/").and_then(|(_, c)| c.parse::<u16>().ok()) {

@@ -106,13 +106,23 @@ async fn sigterm_lets_in_flight_requests_finish() {
 }
 
 /// `--out` outside the workspace: the crate declares its own workspace, points at the runtime
-/// by a relative path, and builds with a plain `cargo build`.
+/// by a relative path, and builds with a plain `cargo build`. Its project references two
+/// custom modules that do not exist: without `--stub-missing` that is an error printing the
+/// signatures to write; with it, stubs answer 501 and the rest of the gateway works.
 #[tokio::test]
 async fn crate_generated_outside_the_workspace_builds_and_serves() {
     let out = std::env::temp_dir().join(format!("specgate-standalone-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let project = workspace_root().join("tests/fixtures/standalone");
-    let opts = specgate::generate::Options { name: Some("Standalone GW".into()), out: out.clone(), runtime_path: None };
+    let mut opts = specgate::generate::Options { name: Some("Standalone GW".into()), out: out.clone(), runtime_path: None, stub_missing: false };
+    let (output, diags, files) = specgate::generate::generate(&project, &opts);
+    assert!(output.is_none());
+    let text = diags.render(&files.unwrap_or_default(), false);
+    assert!(text.contains("module `$import(./modules/audit-log)` not found"), "{text}");
+    assert!(text.contains("pub async fn audit(request: Request, context: &mut Context"), "{text}");
+    assert!(text.contains("pub async fn default(request: Request, context: &mut Context) -> Response"), "{text}");
+    assert!(text.contains("module: $import(./modules/reports/monthly-report)"), "the error points at the module: {text}");
+    opts.stub_missing = true;
     let (output, diags, _) = specgate::generate::generate(&project, &opts);
     let output = output.unwrap_or_else(|| panic!("generation failed: {diags:?}"));
     specgate::generate::write(&output, &out).expect("write");
@@ -134,5 +144,8 @@ async fn crate_generated_outside_the_workspace_builds_and_serves() {
     let r = get(&gw.url("/hello/world")).await.expect("request");
     assert_eq!(r.status, 200);
     assert_eq!(up.last().target, "/greetings/world");
+    let r = get(&gw.url("/reports/7")).await.expect("request");
+    assert_eq!(r.status, 501);
+    assert!(r.json()["detail"].as_str().is_some_and(|d| d.contains("$import(./modules/audit-log)")), "{}", r.text());
     let _ = std::fs::remove_dir_all(&out);
 }

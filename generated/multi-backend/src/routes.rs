@@ -6,8 +6,10 @@ use ::specgate_runtime::handlers::{self, ForwardOptions};
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
 use ::specgate_runtime::template as t;
+#[allow(unused_imports)]
+use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-/// The gateway's start-up state: environment values and URLs fixed at start-up.
+/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
 pub struct Gateway {
     ///`ORDERS_URL`
     env_orders_url: ::std::sync::Arc<str>,
@@ -135,7 +137,9 @@ impl ::specgate_runtime::Gateway for Gateway {
             label: "catalog",
         },
     ];
-    fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Self {
+    type Hooks = ::specgate_runtime::hooks::NoHooks;
+    const HAS_HOOKS: bool = false;
+    fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
         let env_catalog_url = env.required("CATALOG_URL");
         let env_orders_url = env.required("ORDERS_URL");
         let env_users_url = env.required("USERS_URL");
@@ -166,16 +170,24 @@ impl ::specgate_runtime::Gateway for Gateway {
             u
         };
         env.check_upstream_url("baseUrl of catalog", &route_8_base);
-        Gateway {
+        Some(Gateway {
             env_orders_url,
             env_users_url,
             route_0_url,
             route_1_url,
             route_2_url,
             route_8_base,
-        }
+        })
     }
-    async fn handle(&'static self, route: usize, req: Request, cx: Context) -> Response {
+    fn hooks() -> Self::Hooks {
+        ::specgate_runtime::hooks::NoHooks
+    }
+    async fn handle(
+        &'static self,
+        route: usize,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         match route {
             0usize => self.route_0_admin_health(req, cx).await,
             1usize => self.route_1_list_users(req, cx).await,
@@ -186,16 +198,20 @@ impl ::specgate_runtime::Gateway for Gateway {
             6usize => self.route_6_post_orders(req, cx).await,
             7usize => self.route_7_search(req, cx).await,
             8usize => self.route_8_catalog(req, cx).await,
-            _ => handlers::template_failed(Problem::internal("unknown route"), &cx),
+            _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
     }
 }
 impl Gateway {
     ///`GET /admin/health` (urlRewriteHandler)
-    async fn route_0_admin_health(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_0_admin_health(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 self.route_0_url.clone(),
                 ForwardOptions {
                     forward_search: true,
@@ -205,10 +221,14 @@ impl Gateway {
             .await
     }
     ///`GET /api/users` (urlRewriteHandler)
-    async fn route_1_list_users(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_1_list_users(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 self.route_1_url.clone(),
                 ForwardOptions {
                     forward_search: true,
@@ -218,10 +238,14 @@ impl Gateway {
             .await
     }
     ///`POST /api/users` (urlRewriteHandler)
-    async fn route_2_create_user(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_2_create_user(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 self.route_2_url.clone(),
                 ForwardOptions {
                     forward_search: true,
@@ -231,20 +255,24 @@ impl Gateway {
             .await
     }
     ///`GET /api/users/{id}` (urlRewriteHandler)
-    async fn route_3_get_user(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_3_get_user(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
             let mut u = ::std::string::String::with_capacity(39usize);
             t::push_trusted(&mut u, &self.env_users_url)?;
             u.push_str("/users/");
-            t::push_path_segment(&mut u, cx.param(0usize))?;
+            t::push_path_segment(&mut u, req.params.at(0usize))?;
             Ok(u)
         })() {
             Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, &cx),
+            Err(p) => return handlers::template_failed(p, cx),
         };
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 url,
                 ForwardOptions {
                     forward_search: true,
@@ -254,20 +282,24 @@ impl Gateway {
             .await
     }
     ///`DELETE /api/users/{id}` (urlRewriteHandler)
-    async fn route_4_delete_user(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_4_delete_user(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
             let mut u = ::std::string::String::with_capacity(39usize);
             t::push_trusted(&mut u, &self.env_users_url)?;
             u.push_str("/users/");
-            t::push_path_segment(&mut u, cx.param(0usize))?;
+            t::push_path_segment(&mut u, req.params.at(0usize))?;
             Ok(u)
         })() {
             Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, &cx),
+            Err(p) => return handlers::template_failed(p, cx),
         };
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 url,
                 ForwardOptions {
                     forward_search: true,
@@ -277,20 +309,24 @@ impl Gateway {
             .await
     }
     ///`GET /api/orders/{+path}` (urlRewriteHandler)
-    async fn route_5_get_orders(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_5_get_orders(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
             let mut u = ::std::string::String::with_capacity(36usize);
             t::push_trusted(&mut u, &self.env_orders_url)?;
             u.push_str("/v2/");
-            t::push_path_rest(&mut u, cx.param(0usize))?;
+            t::push_path_rest(&mut u, req.params.at(0usize))?;
             Ok(u)
         })() {
             Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, &cx),
+            Err(p) => return handlers::template_failed(p, cx),
         };
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 url,
                 ForwardOptions {
                     forward_search: true,
@@ -300,20 +336,24 @@ impl Gateway {
             .await
     }
     ///`POST /api/orders/{+path}` (urlRewriteHandler)
-    async fn route_6_post_orders(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_6_post_orders(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
             let mut u = ::std::string::String::with_capacity(36usize);
             t::push_trusted(&mut u, &self.env_orders_url)?;
             u.push_str("/v2/");
-            t::push_path_rest(&mut u, cx.param(0usize))?;
+            t::push_path_rest(&mut u, req.params.at(0usize))?;
             Ok(u)
         })() {
             Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, &cx),
+            Err(p) => return handlers::template_failed(p, cx),
         };
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 url,
                 ForwardOptions {
                     forward_search: true,
@@ -323,22 +363,22 @@ impl Gateway {
             .await
     }
     ///`GET /api/search` (urlRewriteHandler)
-    async fn route_7_search(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_7_search(&'static self, req: Request, cx: &mut Context) -> Response {
         let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
             let mut u = ::std::string::String::with_capacity(69usize);
             t::push_trusted(&mut u, &self.env_orders_url)?;
             u.push_str("/v2/search?q=");
-            t::push_query(&mut u, &cx.query_param("q").unwrap_or_default());
+            t::push_query(&mut u, &t::query(&req, "q"));
             u.push_str("&tenant=");
             t::push_query(&mut u, t::header(&req, "x-tenant"));
             Ok(u)
         })() {
             Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, &cx),
+            Err(p) => return handlers::template_failed(p, cx),
         };
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 url,
                 ForwardOptions {
                     forward_search: false,
@@ -348,10 +388,10 @@ impl Gateway {
             .await
     }
     ///`GET /catalog/{+rest}` (urlForwardHandler)
-    async fn route_8_catalog(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_8_catalog(&'static self, req: Request, cx: &mut Context) -> Response {
         handlers::url_forward(
                 req,
-                &cx,
+                cx,
                 &self.route_8_base,
                 ForwardOptions {
                     forward_search: true,

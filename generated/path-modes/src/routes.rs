@@ -6,8 +6,10 @@ use ::specgate_runtime::handlers::{self, ForwardOptions};
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
 use ::specgate_runtime::template as t;
+#[allow(unused_imports)]
+use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-/// The gateway's start-up state: environment values and URLs fixed at start-up.
+/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
 pub struct Gateway {
     ///`API_URL`
     env_api_url: ::std::sync::Arc<str>,
@@ -185,7 +187,9 @@ impl ::specgate_runtime::Gateway for Gateway {
             label: "oldUser",
         },
     ];
-    fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Self {
+    type Hooks = ::specgate_runtime::hooks::NoHooks;
+    const HAS_HOOKS: bool = false;
+    fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
         let env_api_url = env.required("API_URL");
         let route_2_url = {
             let mut u = ::std::string::String::new();
@@ -220,16 +224,24 @@ impl ::specgate_runtime::Gateway for Gateway {
             u
         };
         env.check_header_value("location of docs", &route_10_location);
-        Gateway {
+        Some(Gateway {
             env_api_url,
             route_2_url,
             route_4_base,
             route_8_base,
             route_9_url,
             route_10_location,
-        }
+        })
     }
-    async fn handle(&'static self, route: usize, req: Request, cx: Context) -> Response {
+    fn hooks() -> Self::Hooks {
+        ::specgate_runtime::hooks::NoHooks
+    }
+    async fn handle(
+        &'static self,
+        route: usize,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         match route {
             0usize => self.route_0_get_user_function_style(req, cx).await,
             1usize => self.route_1_get_avatar(req, cx).await,
@@ -243,7 +255,7 @@ impl ::specgate_runtime::Gateway for Gateway {
             9usize => self.route_9_get_reports(req, cx).await,
             10usize => self.route_10_docs(req, cx).await,
             11usize => self.route_11_old_user(req, cx).await,
-            _ => handlers::template_failed(Problem::internal("unknown route"), &cx),
+            _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
     }
 }
@@ -252,21 +264,21 @@ impl Gateway {
     async fn route_0_get_user_function_style(
         &'static self,
         req: Request,
-        cx: Context,
+        cx: &mut Context,
     ) -> Response {
         let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
             let mut u = ::std::string::String::with_capacity(39usize);
             t::push_trusted(&mut u, &self.env_api_url)?;
             u.push_str("/users/");
-            t::push_path_segment(&mut u, cx.param(0usize))?;
+            t::push_path_segment(&mut u, req.params.at(0usize))?;
             Ok(u)
         })() {
             Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, &cx),
+            Err(p) => return handlers::template_failed(p, cx),
         };
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 url,
                 ForwardOptions {
                     forward_search: true,
@@ -276,22 +288,26 @@ impl Gateway {
             .await
     }
     ///`GET /users/{id}/avatar.{format}` (urlRewriteHandler)
-    async fn route_1_get_avatar(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_1_get_avatar(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
             let mut u = ::std::string::String::with_capacity(65usize);
             t::push_trusted(&mut u, &self.env_api_url)?;
             u.push_str("/avatars/");
-            t::push_path_segment(&mut u, cx.param(0usize))?;
+            t::push_path_segment(&mut u, req.params.at(0usize))?;
             u.push_str("?format=");
-            t::push_query(&mut u, cx.param(1usize));
+            t::push_query(&mut u, req.params.at(1usize));
             Ok(u)
         })() {
             Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, &cx),
+            Err(p) => return handlers::template_failed(p, cx),
         };
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 url,
                 ForwardOptions {
                     forward_search: true,
@@ -301,10 +317,10 @@ impl Gateway {
             .await
     }
     ///`GET /users/me` (urlRewriteHandler)
-    async fn route_2_me(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_2_me(&'static self, req: Request, cx: &mut Context) -> Response {
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 self.route_2_url.clone(),
                 ForwardOptions {
                     forward_search: true,
@@ -314,20 +330,24 @@ impl Gateway {
             .await
     }
     ///`GET /users/{id}` (urlRewriteHandler)
-    async fn route_3_get_user(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_3_get_user(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
             let mut u = ::std::string::String::with_capacity(39usize);
             t::push_trusted(&mut u, &self.env_api_url)?;
             u.push_str("/users/");
-            t::push_path_segment(&mut u, cx.param(0usize))?;
+            t::push_path_segment(&mut u, req.params.at(0usize))?;
             Ok(u)
         })() {
             Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, &cx),
+            Err(p) => return handlers::template_failed(p, cx),
         };
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 url,
                 ForwardOptions {
                     forward_search: true,
@@ -337,10 +357,14 @@ impl Gateway {
             .await
     }
     ///`PUT /users/{id}` (urlForwardHandler)
-    async fn route_4_put_user(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_4_put_user(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         handlers::url_forward(
                 req,
-                &cx,
+                cx,
                 &self.route_4_base,
                 ForwardOptions {
                     forward_search: true,
@@ -350,20 +374,24 @@ impl Gateway {
             .await
     }
     ///`GET /files/{+path}` (urlRewriteHandler)
-    async fn route_5_get_file(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_5_get_file(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
             let mut u = ::std::string::String::with_capacity(41usize);
             t::push_trusted(&mut u, &self.env_api_url)?;
             u.push_str("/storage/");
-            t::push_path_rest(&mut u, cx.param(0usize))?;
+            t::push_path_rest(&mut u, req.params.at(0usize))?;
             Ok(u)
         })() {
             Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, &cx),
+            Err(p) => return handlers::template_failed(p, cx),
         };
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 url,
                 ForwardOptions {
                     forward_search: false,
@@ -373,20 +401,24 @@ impl Gateway {
             .await
     }
     ///`GET /v1/books/:id(\d+)` (urlRewriteHandler)
-    async fn route_6_get_book(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_6_get_book(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
             let mut u = ::std::string::String::with_capacity(39usize);
             t::push_trusted(&mut u, &self.env_api_url)?;
             u.push_str("/books/");
-            t::push_path_segment(&mut u, cx.param(0usize))?;
+            t::push_path_segment(&mut u, req.params.at(0usize))?;
             Ok(u)
         })() {
             Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, &cx),
+            Err(p) => return handlers::template_failed(p, cx),
         };
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 url,
                 ForwardOptions {
                     forward_search: true,
@@ -399,21 +431,21 @@ impl Gateway {
     async fn route_7_get_book_by_slug(
         &'static self,
         req: Request,
-        cx: Context,
+        cx: &mut Context,
     ) -> Response {
         let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
             let mut u = ::std::string::String::with_capacity(47usize);
             t::push_trusted(&mut u, &self.env_api_url)?;
             u.push_str("/books/by-slug/");
-            t::push_path_segment(&mut u, cx.param(0usize))?;
+            t::push_path_segment(&mut u, req.params.at(0usize))?;
             Ok(u)
         })() {
             Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, &cx),
+            Err(p) => return handlers::template_failed(p, cx),
         };
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 url,
                 ForwardOptions {
                     forward_search: true,
@@ -423,10 +455,14 @@ impl Gateway {
             .await
     }
     ///`GET /v1/static/*` (urlForwardHandler)
-    async fn route_8_get_static(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_8_get_static(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         handlers::url_forward(
                 req,
-                &cx,
+                cx,
                 &self.route_8_base,
                 ForwardOptions {
                     forward_search: true,
@@ -436,10 +472,14 @@ impl Gateway {
             .await
     }
     ///`GET /v1/reports{/}?` (urlRewriteHandler)
-    async fn route_9_get_reports(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_9_get_reports(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         handlers::url_rewrite(
                 req,
-                &cx,
+                cx,
                 self.route_9_url.clone(),
                 ForwardOptions {
                     forward_search: true,
@@ -449,25 +489,29 @@ impl Gateway {
             .await
     }
     ///`GET /docs` (redirectHandler)
-    async fn route_10_docs(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_10_docs(&'static self, req: Request, cx: &mut Context) -> Response {
         drop(req);
-        handlers::redirect(&cx, &self.route_10_location, 301u16)
+        handlers::redirect(cx, &self.route_10_location, 301u16)
     }
     ///`GET /old/users/{id}` (redirectHandler)
-    async fn route_11_old_user(&'static self, req: Request, cx: Context) -> Response {
+    async fn route_11_old_user(
+        &'static self,
+        req: Request,
+        cx: &mut Context,
+    ) -> Response {
         let location = match (|| -> ::std::result::Result<
             ::std::string::String,
             Problem,
         > {
             let mut u = ::std::string::String::with_capacity(23usize);
             u.push_str("/users/");
-            t::push_path_segment(&mut u, cx.param(0usize))?;
+            t::push_path_segment(&mut u, req.params.at(0usize))?;
             Ok(u)
         })() {
             Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, &cx),
+            Err(p) => return handlers::template_failed(p, cx),
         };
         drop(req);
-        handlers::redirect(&cx, &location, 308u16)
+        handlers::redirect(cx, &location, 308u16)
     }
 }

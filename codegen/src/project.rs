@@ -32,6 +32,10 @@ pub fn load(root: &Path, name: Option<&str>) -> (Option<Project>, Diagnostics) {
 /// [`load`], where `stub_missing` turns missing custom modules into warnings (the generator
 /// then writes stubs answering 501).
 pub fn load_with(root: &Path, name: Option<&str>, stub_missing: bool) -> (Option<Project>, Diagnostics) {
+    // Canonical, so that every file the project reads has a name relative to it whatever
+    // the working directory or the checkout location (the input hash depends on the names).
+    let root_buf = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    let root = root_buf.as_path();
     let mut diags = Diagnostics::default();
     let mut files = Files::default();
     let config = root.join("config");

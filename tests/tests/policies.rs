@@ -227,4 +227,27 @@ async fn custom_handlers_and_final_hooks() {
     get(&gw.url("/hello/x")).await.expect("request");
     let after = get(&gw.url("/hook-stats")).await.expect("request").json()["finalHookCalls"].as_u64().unwrap_or(0);
     assert_eq!(after, before + 2, "one final hook call per response");
+    // wait_until work runs after the response, so give it a moment (bounded).
+    let mut ran = 0;
+    for _ in 0..100 {
+        ran = get(&gw.url("/hook-stats")).await.expect("request").json()["afterResponse"].as_u64().unwrap_or(0);
+        if ran >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ran >= 2, "wait_until work ran after the responses");
+}
+
+#[tokio::test]
+async fn not_found_error_and_problem_format_hooks() {
+    let (_api, gw) = setup().await;
+    let r = get(&gw.url("/no/such/route")).await.expect("request");
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["detail"], "nothing here (policy-showcase)");
+    assert_eq!(r.header("x-problem-format"), Some("showcase"));
+    let r = get(&gw.url("/panic")).await.expect("request");
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json()["support"], "https://status.example.com", "on_error shapes failures of custom code");
+    assert_eq!(r.header("x-problem-format"), Some("showcase"));
 }

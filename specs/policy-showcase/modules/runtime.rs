@@ -50,6 +50,20 @@ impl specgate_runtime::Hooks for Hooks {
         resp
     }
 
+    fn not_found(&self, problem: Problem) -> Problem {
+        problem.with_detail("nothing here (policy-showcase)")
+    }
+
+    fn on_error(&self, problem: Problem) -> Problem {
+        problem.with_extension("support", "https://status.example.com")
+    }
+
+    fn format_problem(&self, problem: Problem, instance: &str, request_id: &str) -> Response {
+        let mut resp = problem.into_response_with(instance, request_id);
+        resp.headers_mut().insert("x-problem-format", HeaderValue::from_static("showcase"));
+        resp
+    }
+
     async fn on_response_final(&self, _status: specgate_runtime::http::StatusCode, _headers: &specgate_runtime::http::HeaderMap, _req: &RequestHead, _cx: &Context) {
         FINAL_CALLS.fetch_add(1, Ordering::SeqCst);
     }

@@ -11,6 +11,7 @@ pub mod env;
 pub mod gateway;
 pub mod handlers;
 pub mod hooks;
+pub mod keys;
 pub mod loader;
 pub mod path;
 pub mod policies;

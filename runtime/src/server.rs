@@ -353,6 +353,18 @@ async fn route<G: Gateway>(app: &'static App<G>, req: http::Request<Body>, reque
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         return resp;
     }
+    // JWKS of the upstream JWT policy: only served when a policy published a key, so gateways
+    // without that policy route this path like any other.
+    if raw_path == "/.well-known/jwks.json"
+        && (req.method() == Method::GET || req.method() == Method::HEAD)
+        && let Some(jwks) = crate::policies::published_jwks()
+    {
+        *label = "well-known/jwks.json";
+        let mut resp = Response::new(Body::from(jwks.to_string()));
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+        return resp;
+    }
     let pathname = match normalize_path(raw_path) {
         Ok(p) => p.into_owned(),
         Err(e) => {

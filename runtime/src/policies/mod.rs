@@ -4,10 +4,14 @@
 //!
 //! Option names are exactly those of Zuplo's documentation.
 
+mod api_key;
+mod basic_auth;
 mod de;
 mod deprecation;
 mod headers;
 mod ip_restriction;
+mod jwks;
+mod jwt;
 mod mock;
 mod query;
 mod remove_headers;
@@ -16,7 +20,19 @@ mod request_edit;
 mod require_origin;
 mod set_status;
 mod size_limit;
+mod upstream;
 
+// api_key, basic_auth, jwt and upstream re-export their types here.
+pub use api_key::{ApiKeyInbound, ApiKeyInboundOptions};
+pub use jwt::{
+    Audience, Auth0JwtInbound, Auth0JwtOptions, ClerkJwtInbound, ClerkJwtOptions, CognitoJwtInbound, CognitoJwtOptions,
+    FirebaseJwtInbound, FirebaseJwtOptions, JwtScopesInbound, JwtScopesOptions, OktaJwtInbound, OktaJwtOptions,
+    OpenIdJwtInbound, OpenIdJwtOptions, RequiredClaims, SupabaseJwtInbound, SupabaseJwtOptions,
+};
+pub use basic_auth::{BasicAuthAccount, BasicAuthInbound, BasicAuthOptions};
+pub use upstream::{
+    SetUpstreamApiKeyInbound, SetUpstreamApiKeyOptions, UpstreamJwtInbound, UpstreamJwtOptions, published_jwks,
+};
 pub use deprecation::{DeprecationValue, HttpDeprecationOptions, HttpDeprecationOutbound};
 pub use headers::{HeaderSpec, SetHeadersInbound, SetHeadersOptions, SetHeadersOutbound};
 pub use ip_restriction::{IpAddressRestrictionInbound, IpAddressRestrictionOptions};

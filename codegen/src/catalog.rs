@@ -30,6 +30,12 @@ pub enum OptType {
     Enum(&'static [&'static str]),
     /// true, a date string or a number.
     BoolStringOrNumber,
+    /// A JSON object.
+    Object,
+    /// An array of objects.
+    ObjectArray,
+    /// An array of strings or an object (checked at start-up).
+    ArrayOrObject,
 }
 
 impl OptType {
@@ -44,6 +50,9 @@ impl OptType {
             OptType::NameValueList => "an array of {\"name\", \"value\"} objects".into(),
             OptType::Enum(values) => format!("one of {}", values.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")),
             OptType::BoolStringOrNumber => "true, a date string or a number".into(),
+            OptType::Object => "an object".into(),
+            OptType::ObjectArray => "an array of objects".into(),
+            OptType::ArrayOrObject => "an array or an object".into(),
         }
     }
 }
@@ -208,28 +217,165 @@ pub const BUILTINS: &[Builtin] = &[
         ],
     ),
     builtin("SleepInboundPolicy", "sleep-inbound", "SleepInbound", Inbound, &[opt("sleepInMs", Integer, true, "delay in milliseconds")]),
+    builtin(
+        "ApiKeyInboundPolicy",
+        "api-key-inbound",
+        "ApiKeyInbound",
+        Inbound,
+        &[
+            opt("authHeader", String, false, "header carrying the key (default Authorization)"),
+            opt("authScheme", String, false, "scheme before the key (default Bearer; \"\" for none)"),
+            opt("allowUnauthenticatedRequests", Bool, false, "let requests without a valid key through without a user"),
+            opt("cacheTtlSeconds", Integer, false, "how long look-ups are cached (default 60)"),
+            opt("bucketName", String, false, "the key bucket (default \"default\")"),
+        ],
+    ),
+    Builtin {
+        export: "OpenIdJwtInboundPolicy",
+        policy_type: "open-id-jwt-auth-inbound",
+        rust_type: "OpenIdJwtInbound",
+        side: Inbound,
+        options: &[
+            opt("issuer", String, true, "expected iss claim"),
+            opt("audience", StringOrArray, false, "expected aud claim (one string, or a list of accepted audiences)"),
+            opt("jwkUrl", String, false, "URL of the issuer's JWKS"),
+            opt("secret", String, false, "HMAC secret (HS256/384/512)"),
+            opt("allowUnauthenticatedRequests", Bool, false, "let requests without a token through without a user"),
+            opt("subPropertyName", String, false, "claim used as request.user.sub (default sub)"),
+            opt("headers", Object, false, "extra headers of the JWKS request"),
+            opt("clockToleranceSeconds", Integer, false, "leeway for exp and nbf (default 30)"),
+            opt("oAuthResourceMetadataEnabled", Bool, false, "accepted, no effect"),
+        ],
+        one_of: &["jwkUrl", "secret"],
+    },
+    builtin(
+        "Auth0JwtInboundPolicy",
+        "auth0-jwt-auth-inbound",
+        "Auth0JwtInbound",
+        Inbound,
+        &[
+            opt("auth0Domain", String, true, "tenant domain (issuer https://DOMAIN/)"),
+            opt("audience", StringOrArray, false, "expected aud claim (one string, or a list of accepted audiences)"),
+            opt("allowUnauthenticatedRequests", Bool, false, "let requests without a token through"),
+            opt("jwkUrl", String, false, "override of the JWKS URL"),
+            opt("clockToleranceSeconds", Integer, false, "leeway for exp and nbf (default 30)"),
+            opt("oAuthResourceMetadataEnabled", Bool, false, "accepted, no effect"),
+        ],
+    ),
+    builtin(
+        "OktaJwtInboundPolicy",
+        "okta-jwt-auth-inbound",
+        "OktaJwtInbound",
+        Inbound,
+        &[
+            opt("issuerUrl", String, true, "the authorization server's issuer"),
+            opt("audience", StringOrArray, false, "expected aud claim (one string, or a list of accepted audiences)"),
+            opt("allowUnauthenticatedRequests", Bool, false, "let requests without a token through"),
+            opt("jwkUrl", String, false, "override of the JWKS URL"),
+            opt("clockToleranceSeconds", Integer, false, "leeway for exp and nbf (default 30)"),
+            opt("oAuthResourceMetadataEnabled", Bool, false, "accepted, no effect"),
+        ],
+    ),
+    builtin(
+        "CognitoJwtInboundPolicy",
+        "cognito-jwt-auth-inbound",
+        "CognitoJwtInbound",
+        Inbound,
+        &[
+            opt("region", String, true, "AWS region of the user pool"),
+            opt("userPoolId", String, true, "the user pool"),
+            opt("allowUnauthenticatedRequests", Bool, false, "let requests without a token through"),
+            opt("jwkUrl", String, false, "override of the JWKS URL"),
+            opt("clockToleranceSeconds", Integer, false, "leeway for exp and nbf (default 30)"),
+            opt("oAuthResourceMetadataEnabled", Bool, false, "accepted, no effect"),
+        ],
+    ),
+    builtin(
+        "ClerkJwtInboundPolicy",
+        "clerk-jwt-auth-inbound",
+        "ClerkJwtInbound",
+        Inbound,
+        &[
+            opt("frontendApiUrl", String, true, "the Clerk frontend API URL (issuer)"),
+            opt("allowUnauthenticatedRequests", Bool, false, "let requests without a token through"),
+            opt("jwkUrl", String, false, "override of the JWKS URL"),
+            opt("clockToleranceSeconds", Integer, false, "leeway for exp and nbf (default 30)"),
+            opt("oAuthResourceMetadataEnabled", Bool, false, "accepted, no effect"),
+        ],
+    ),
+    builtin(
+        "FirebaseJwtInboundPolicy",
+        "firebase-jwt-inbound",
+        "FirebaseJwtInbound",
+        Inbound,
+        &[
+            opt("projectId", String, true, "the Firebase project"),
+            opt("allowUnauthenticatedRequests", Bool, false, "let requests without a token through"),
+            opt("jwkUrl", String, false, "override of the JWKS URL"),
+            opt("clockToleranceSeconds", Integer, false, "leeway for exp and nbf (default 30)"),
+            opt("oAuthResourceMetadataEnabled", Bool, false, "accepted, no effect"),
+        ],
+    ),
+    builtin(
+        "SupabaseJwtInboundPolicy",
+        "supabase-jwt-auth-inbound",
+        "SupabaseJwtInbound",
+        Inbound,
+        &[
+            opt("secret", String, true, "the project's JWT secret (HS256)"),
+            opt("requiredClaims", ArrayOrObject, false, "claims that must be present (names, or {claim: [allowed values]})"),
+            opt("allowUnauthenticatedRequests", Bool, false, "let requests without a token through"),
+            opt("clockToleranceSeconds", Integer, false, "leeway for exp and nbf (default 30)"),
+            opt("oAuthResourceMetadataEnabled", Bool, false, "accepted, no effect"),
+        ],
+    ),
+    builtin("JwtScopesInboundPolicy", "jwt-scopes-inbound", "JwtScopesInbound", Inbound, &[opt("scopes", StringArray, true, "scopes the token must carry")]),
+    builtin("JWTScopeValidationInboundPolicy", "jwt-scopes-inbound", "JwtScopesInbound", Inbound, &[opt("scopes", StringArray, true, "scopes the token must carry")]),
+    builtin(
+        "BasicAuthInboundPolicy",
+        "basic-auth-inbound",
+        "BasicAuthInbound",
+        Inbound,
+        &[
+            opt("accounts", ObjectArray, true, "[{username, password, data}]"),
+            opt("allowUnauthenticatedRequests", Bool, false, "let requests without credentials through"),
+        ],
+    ),
+    builtin(
+        "SetUpstreamApiKeyInboundPolicy",
+        "set-upstream-api-key-inbound",
+        "SetUpstreamApiKeyInbound",
+        Inbound,
+        &[
+            opt("header", String, false, "header to set (default Authorization)"),
+            opt("value", String, true, "its value, usually with $env(X)"),
+            opt("overwrite", Bool, false, "replace an existing value (default true)"),
+        ],
+    ),
+    builtin(
+        "UpstreamZuploJwtAuthInboundPolicy",
+        "upstream-zuplo-jwt-auth-inbound",
+        "UpstreamJwtInbound",
+        Inbound,
+        &[
+            opt("audience", String, true, "aud claim of the token"),
+            opt("headerName", String, false, "header to set (default Authorization)"),
+            opt("tokenPrefix", String, false, "prefix before the token (default Bearer)"),
+            opt("expiresIn", Integer, false, "lifetime in seconds (default 300)"),
+            opt("additionalClaims", Object, false, "claims added to the token"),
+            opt("issuer", String, false, "iss claim (default UPSTREAM_JWT_ISSUER or specgate)"),
+        ],
+    ),
 ];
 
 /// Exports of Zuplo built-ins that this version does not implement yet.
 pub const NOT_YET: &[&str] = &[
-    "ApiKeyInboundPolicy",
     "RateLimitInboundPolicy",
     "ComplexRateLimitInboundPolicy",
     "QuotaInboundPolicy",
-    "OpenIdJwtInboundPolicy",
-    "Auth0JwtInboundPolicy",
-    "OktaJwtInboundPolicy",
-    "CognitoJwtInboundPolicy",
-    "ClerkJwtInboundPolicy",
-    "FirebaseJwtInboundPolicy",
-    "SupabaseJwtInboundPolicy",
-    "JwtScopesInboundPolicy",
-    "BasicAuthInboundPolicy",
     "RequestValidationInboundPolicy",
     "ValidateJsonSchemaInbound",
     "CachingInboundPolicy",
-    "SetUpstreamApiKeyInboundPolicy",
-    "UpstreamZuploJwtAuthInboundPolicy",
 ];
 
 /// The built-in with this export name.

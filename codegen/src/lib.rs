@@ -9,6 +9,7 @@ pub mod diag;
 pub mod echo;
 pub mod emit;
 pub mod generate;
+pub mod keys_cli;
 pub mod model;
 pub mod modules;
 pub mod pattern;

@@ -59,6 +59,10 @@ enum Command {
         #[arg(long)]
         fixed: Option<String>,
     },
+    /// Manage the API keys checked by api-key-inbound (keys file or Redis).
+    ///
+    /// Example: specgate keys create --consumer acme --expires-in 90d
+    Keys(specgate::keys_cli::KeysArgs),
 }
 
 #[derive(clap::Args)]
@@ -92,6 +96,7 @@ impl Target {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Keys(args) => specgate::keys_cli::main(&args),
         Command::Generate { project, target } => {
             let Some(output) = run_generate(&project, &target.options()) else { return ExitCode::FAILURE };
             match generate::write(&output, &target.out) {

@@ -255,6 +255,15 @@ fn check_type(ty: OptType, v: &Node) -> Result<(), (Span, String)> {
             Some(s) => bad(format!(", found \"{s}\"")),
             None => bad(found()),
         },
+        OptType::Object => if matches!(v.kind, Kind::Object(_)) { Ok(()) } else { bad(found()) },
+        OptType::ArrayOrObject => if matches!(v.kind, Kind::Object(_) | Kind::Array(_)) { Ok(()) } else { bad(found()) },
+        OptType::ObjectArray => {
+            let Kind::Array(items) = &v.kind else { return bad(found()) };
+            match items.iter().find(|i| !matches!(i.kind, Kind::Object(_))) {
+                Some(i) => Err((i.span, format!("; this item is {}", i.type_name()))),
+                None => Ok(()),
+            }
+        }
         OptType::BoolStringOrNumber => {
             if v.as_bool() == Some(true) || v.as_str().is_some() || v.as_f64().is_some() { Ok(()) } else { bad(found()) }
         }

@@ -4,6 +4,8 @@
 //! Gateways are the crates checked in under `generated/`; they are built once per test run with
 //! the workspace's target directory (the same build `cargo build --workspace` makes).
 
+pub mod redis;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -36,7 +38,7 @@ static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
 pub fn gateway_binary(name: &str) -> PathBuf {
     let result = BUILT.get_or_init(|| {
         let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd.current_dir(workspace_root()).args(["build", "--quiet"]);
+        cmd.current_dir(workspace_root()).args(["build", "--quiet", "-p", "specgate"]);
         for entry in std::fs::read_dir(workspace_root().join("generated")).into_iter().flatten().flatten() {
             if entry.path().join("Cargo.toml").exists() {
                 cmd.args(["-p", &entry.file_name().to_string_lossy()]);
@@ -259,10 +261,20 @@ pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
+/// The `specgate` CLI binary of this workspace (built with the gateways).
+pub fn specgate_binary() -> PathBuf {
+    let _ = gateway_binary("specgate");
+    target_dir().join("debug").join("specgate")
+}
+
 impl Gateway {
     /// Starts the gateway binary `bin` with `env` and waits until `/__zuplo/ping` answers.
     pub async fn start(bin: &Path, env: &[(&str, String)]) -> Gateway {
-        let port = free_port();
+        Self::start_on(bin, free_port(), env).await
+    }
+
+    /// [`Gateway::start`] on a given port (when another process must know it in advance).
+    pub async fn start_on(bin: &Path, port: u16, env: &[(&str, String)]) -> Gateway {
         let log = std::env::temp_dir().join(format!("specgate-gw-{port}-{}.log", std::process::id()));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(bin);

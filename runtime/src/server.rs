@@ -207,19 +207,23 @@ pub fn run<G: Gateway>() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(n) = config.worker_threads {
-        builder.worker_threads(n);
-    }
-    let rt = match builder.build() {
+    // One current-thread runtime per worker, each accepting on its own SO_REUSEPORT listener
+    // (the kernel spreads connections), the way nginx runs one event loop per worker: no
+    // work-stealing and no cross-thread wake-ups on the request path. Measured against a
+    // multi-thread runtime in docs/benchmarks.md.
+    let workers = config
+        .worker_threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
+        .max(1);
+    let rt = match current_thread_runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    // Configuration is read inside the runtime: policies may start background tasks.
+    // Configuration is read inside the main runtime: policies may start background tasks,
+    // which keep running on it (it also serves as worker 0).
     let gateway = rt.block_on(async {
         let mut reader = env.reader();
         let gateway = G::configure(&mut reader);
@@ -236,12 +240,115 @@ pub fn run<G: Gateway>() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(serve(gateway, config, shutdown_signal())) {
+    let result = rt.block_on(async {
+        let app = build::<G>(gateway, &config)?;
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = bind(addr, workers > 1).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let local = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(gateway = G::NAME, routes = G::ROUTES.len(), workers, "listening on http://{local}");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut threads = Vec::new();
+        for i in 1..workers {
+            let rx = stop_rx.clone();
+            let cfg = config.clone();
+            let spawned = std::thread::Builder::new().name(format!("specgate-worker-{i}")).spawn(move || -> Result<(), String> {
+                let rt = current_thread_runtime().map_err(|e| e.to_string())?;
+                rt.block_on(async move {
+                    let listener = bind(local, true).map_err(|e| format!("cannot listen on {local}: {e}"))?;
+                    serve_listener::<G>(app, listener, &cfg, stopped(rx)).await
+                })
+            });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => return Err(format!("cannot start worker thread: {e}")),
+            }
+        }
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            let _ = stop_tx.send(true);
+        });
+        let first = serve_listener::<G>(app, listener, &config, stopped(stop_rx)).await;
+        app.runtime.background.drained().await;
+        Ok((first, threads))
+    });
+    let (first, threads) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut outcome = first;
+    for t in threads {
+        match t.join() {
+            Ok(r) => outcome = outcome.and(r),
+            Err(_) => outcome = Err("a worker thread panicked".to_owned()),
+        }
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn current_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+/// A listening socket; with `shared`, SO_REUSEPORT so that every worker binds the same port.
+fn bind(addr: SocketAddr, shared: bool) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    if shared {
+        socket.set_reuseport(true)?;
+    }
+    #[cfg(not(unix))]
+    let _ = shared;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Resolves once the stop flag is raised.
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Serves one listener until `stop`, then drains its connections (at most the shutdown
+/// timeout).
+async fn serve_listener<G: Gateway>(
+    app: &'static App<G>,
+    listener: tokio::net::TcpListener,
+    config: &ServerConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let router = axum::Router::new().fallback(dispatch::<G>).with_state(app);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let graceful = async move {
+        stop.await;
+        let _ = stop_tx.send(true);
+    };
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(graceful);
+    let timeout = config.shutdown_timeout;
+    let deadline = async move {
+        stopped(stop_rx).await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        r = server => r.map_err(|e| format!("server error: {e}")),
+        () = deadline => {
+            tracing::warn!("shutdown timeout reached; closing remaining connections");
+            Ok(())
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod policies;
 pub mod policy;
 pub mod problem;
 pub mod proxy;
+pub mod ratelimit;
 pub mod request;
 pub mod request_id;
 pub mod router;

@@ -14,6 +14,7 @@ mod jwks;
 mod jwt;
 mod mock;
 mod query;
+mod rate_limit;
 mod remove_headers;
 mod replace_string;
 mod request_edit;
@@ -44,6 +45,10 @@ pub use query::{
 pub use remove_headers::{
     ClearHeadersInbound, ClearHeadersOptions, ClearHeadersOutbound, RemoveHeadersInbound, RemoveHeadersOptions,
     RemoveHeadersOutbound,
+};
+pub use rate_limit::{
+    HeaderMode, Identifier, IdentifierFuture, IdentifierRef, RateLimitBy, RateLimitInbound, RateLimitInboundOptions,
+    RateLimitKey, RateLimitMode, rate_limit_identifier,
 };
 pub use replace_string::{ReplaceMode, ReplaceStringOptions, ReplaceStringOutbound};
 pub use request_edit::{

@@ -20,6 +20,8 @@ pub enum OptType {
     Bool,
     /// A non-negative integer.
     Integer,
+    /// A positive number (fractions allowed).
+    Number,
     /// An array of strings.
     StringArray,
     /// One comma-separated string or an array of strings.
@@ -45,6 +47,7 @@ impl OptType {
             OptType::String => "a string".into(),
             OptType::Bool => "true or false".into(),
             OptType::Integer => "a non-negative integer".into(),
+            OptType::Number => "a positive number".into(),
             OptType::StringArray => "an array of strings".into(),
             OptType::StringOrArray => "a string or an array of strings".into(),
             OptType::NameValueList => "an array of {\"name\", \"value\"} objects".into(),
@@ -218,6 +221,22 @@ pub const BUILTINS: &[Builtin] = &[
     ),
     builtin("SleepInboundPolicy", "sleep-inbound", "SleepInbound", Inbound, &[opt("sleepInMs", Integer, true, "delay in milliseconds")]),
     builtin(
+        "RateLimitInboundPolicy",
+        "rate-limit-inbound",
+        "RateLimitInbound",
+        Inbound,
+        &[
+            opt("rateLimitBy", Enum(&["ip", "user", "function", "all"]), true, "what a counter belongs to"),
+            opt("requestsAllowed", Integer, true, "requests allowed per window"),
+            opt("timeWindowMinutes", Number, true, "the sliding window, in minutes (fractions allowed)"),
+            opt("identifier", Object, false, "{export, module}: the function that names the counter (rateLimitBy function)"),
+            opt("headerMode", Enum(&["none", "retry-after"]), false, "send Retry-After on 429 (default retry-after)"),
+            opt("mode", Enum(&["strict", "async"]), false, "wait for the shared store (strict) or not (async)"),
+            opt("throwOnFailure", Bool, false, "answer 503 when the shared store is unreachable (default: let requests through)"),
+            opt("rateLimitHeaders", Bool, false, "send the IETF RateLimit and RateLimit-Policy headers on 429"),
+        ],
+    ),
+    builtin(
         "ApiKeyInboundPolicy",
         "api-key-inbound",
         "ApiKeyInbound",
@@ -370,7 +389,6 @@ pub const BUILTINS: &[Builtin] = &[
 
 /// Exports of Zuplo built-ins that this version does not implement yet.
 pub const NOT_YET: &[&str] = &[
-    "RateLimitInboundPolicy",
     "ComplexRateLimitInboundPolicy",
     "QuotaInboundPolicy",
     "RequestValidationInboundPolicy",

@@ -87,6 +87,7 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
         use ::specgate_runtime::handlers::{self, ForwardOptions};
         #[allow(unused_imports)]
         use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
+        #[allow(unused_imports)]
         use ::specgate_runtime::template as t;
         #[allow(unused_imports)]
         use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
@@ -454,9 +455,18 @@ impl PolicyFields {
                 let field = if per_route { format_ident!("{}_r{}", base, r) } else { Ident::new(&base, Span::call_site()) };
                 let name = &def.name;
                 let (ty, init, doc) = match &def.kind {
-                    PolicyKind::Builtin { spec, options } => {
+                    PolicyKind::Builtin { spec, options, identifier } => {
                         let ty: TokenStream = format!("::specgate_runtime::policies::{}", spec.rust_type).parse().unwrap_or_default();
-                        let init = if per_route {
+                        let init = if let Some((module, export, _)) = identifier {
+                            let f = module_fn(&module.rust_path, export);
+                            quote! {
+                                env.policy::<#ty>(#name, #options).map(|p| {
+                                    p.with_identifier(::specgate_runtime::policies::rate_limit_identifier(|req, cx| {
+                                        ::std::boxed::Box::pin(#f(req, cx, #name))
+                                    }))
+                                })
+                            }
+                        } else if per_route {
                             let consts = format_ident!("EXAMPLES_R{}", r);
                             out.example_consts.push((consts.clone(), route.examples.clone()));
                             quote! { env.policy::<#ty>(#name, #options).map(|p| p.with_examples(#consts)) }

@@ -12,6 +12,8 @@ pub enum Role {
     Outbound,
     /// A custom handler.
     Handler,
+    /// The `identifier` function of rate-limit-inbound.
+    RateLimitIdentifier,
 }
 
 /// A resolved `$import(./modules/...)`.
@@ -123,6 +125,9 @@ pub fn signature(role: Role, export: &str) -> String {
             "pub async fn {f}(response: Response, request: &RequestHead, context: &mut Context, options: &Value, policy_name: &str) -> Response"
         ),
         Role::Handler => format!("pub async fn {f}(request: Request, context: &mut Context) -> Response"),
+        Role::RateLimitIdentifier => format!(
+            "pub async fn {f}(request: &RequestHead, context: &Context, policy_name: &str) -> Option<specgate_runtime::policies::RateLimitKey>"
+        ),
     }
 }
 
@@ -154,6 +159,10 @@ pub fn stub_source(m: &ModuleRef, exports: &[(String, Role)]) -> String {
             ),
             Role::Handler => format!(
                 "pub async fn {f}(_request: Request, context: &mut Context) -> Response {{\n    specgate_runtime::handlers::not_implemented(context, {module:?})\n}}\n"
+            ),
+            // A stub identifier limits nothing: the route works, unlimited, until it is written.
+            Role::RateLimitIdentifier => format!(
+                "pub async fn {f}(_request: &RequestHead, _context: &Context, _policy_name: &str) -> Option<specgate_runtime::policies::RateLimitKey> {{\n    None\n}}\n"
             ),
         };
         s.push('\n');

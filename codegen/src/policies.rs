@@ -32,6 +32,9 @@ pub enum PolicyKind {
         spec: &'static Builtin,
         /// Options as JSON text.
         options: String,
+        /// A custom function the policy calls (`identifier` of rate-limit-inbound), with where
+        /// its module is written.
+        identifier: Option<(ModuleRef, String, Location)>,
     },
     /// `composite-inbound` / `composite-outbound`.
     Composite {
@@ -194,8 +197,33 @@ fn policy_kind(root: &Path, file: usize, name: &str, item: &Node, diags: &mut Di
             .help(format!("supported built-ins: {}, CompositeInboundPolicy, CompositeOutboundPolicy; or custom code from $import(./modules/...)", supported.join(", ")));
         return PolicyKind::Invalid;
     };
+    let identifier = match options.get("identifier") {
+        None => None,
+        Some(id) => {
+            let export = id.get("export").and_then(Node::as_str);
+            let module = id.get("module").and_then(Node::as_str);
+            match (export, module) {
+                (Some(e), Some(m)) => match modules::resolve(root, m) {
+                    Ok(r) => Some((r, e.to_owned(), at(file, id.get("module").map_or(id.span, |n| n.span)))),
+                    Err(msg) => {
+                        diags.error(at(file, id.span), msg);
+                        return PolicyKind::Invalid;
+                    }
+                },
+                _ => {
+                    diags.error(at(file, id.span), "`identifier` needs `export` and `module`")
+                        .help(r#"write "identifier": { "export": "byCustomer", "module": "$import(./modules/limits)" }"#);
+                    return PolicyKind::Invalid;
+                }
+            }
+        }
+    };
+    if options.get("rateLimitBy").and_then(Node::as_str) == Some("function") && identifier.is_none() {
+        diags.error(at(file, options.span), "rateLimitBy \"function\" needs an `identifier` {export, module}");
+        return PolicyKind::Invalid;
+    }
     match check_options(spec, options, file, diags) {
-        Some(json) => PolicyKind::Builtin { spec, options: json },
+        Some(json) => PolicyKind::Builtin { spec, options: json, identifier },
         None => PolicyKind::Invalid,
     }
 }
@@ -250,6 +278,12 @@ fn check_type(ty: OptType, v: &Node) -> Result<(), (Span, String)> {
         OptType::String => if v.as_str().is_some() { Ok(()) } else { bad(found()) },
         OptType::Bool => if v.as_bool().is_some() || is_env_ref(v) { Ok(()) } else { bad(found()) },
         OptType::Integer => if v.as_u64().is_some() || is_env_ref(v) { Ok(()) } else { bad(found()) },
+        OptType::Number => match v.as_f64() {
+            Some(n) if n > 0.0 => Ok(()),
+            Some(_) => bad(", found a number that is not positive".to_owned()),
+            None if is_env_ref(v) => Ok(()),
+            None => bad(found()),
+        },
         OptType::Enum(values) => match v.as_str() {
             Some(s) if values.contains(&s) || is_env_ref(v) => Ok(()),
             Some(s) => bad(format!(", found \"{s}\"")),

@@ -844,8 +844,14 @@ fn check_modules(
         }
         for (chain, role) in [(&r.inbound, Role::Inbound), (&r.outbound, Role::Outbound)] {
             for &i in chain {
-                if let PolicyKind::Custom { module, export, module_at, .. } = &policies.list[i].kind {
-                    uses.push((module.clone(), export.clone(), role, *module_at));
+                match &policies.list[i].kind {
+                    PolicyKind::Custom { module, export, module_at, .. } => {
+                        uses.push((module.clone(), export.clone(), role, *module_at));
+                    }
+                    PolicyKind::Builtin { identifier: Some((module, export, module_at)), .. } => {
+                        uses.push((module.clone(), export.clone(), Role::RateLimitIdentifier, *module_at));
+                    }
+                    _ => {}
                 }
             }
         }

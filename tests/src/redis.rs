@@ -16,7 +16,11 @@ impl RedisServer {
     /// Starts redis-server without persistence. Panics when it is not installed (CI installs
     /// it; run `apt-get install -y redis-server` locally).
     pub fn start() -> RedisServer {
-        let port = crate::free_port();
+        Self::start_on(crate::free_port())
+    }
+
+    /// Starts redis-server on a given port (to bring a stopped one back).
+    pub fn start_on(port: u16) -> RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())

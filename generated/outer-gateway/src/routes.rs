@@ -5,6 +5,7 @@ use ::specgate_runtime::context::RouteInfo;
 use ::specgate_runtime::handlers::{self, ForwardOptions};
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
+#[allow(unused_imports)]
 use ::specgate_runtime::template as t;
 #[allow(unused_imports)]
 use ::specgate_runtime::policy::{Inbound as _, Outbound as _};

@@ -1,0 +1,125 @@
+//! The rate-limits example: limits by IP, user, function and for everyone, in process and in a
+//! real Redis shared by two gateway processes, including Redis going away and coming back.
+
+use std::time::Duration;
+
+use specgate_tests::redis::RedisServer;
+use specgate_tests::{Gateway, Upstream, gateway_binary, get, send};
+
+async fn gateway(api: &Upstream, extra: &[(&str, String)]) -> Gateway {
+    let mut env = vec![("API_URL", api.url())];
+    env.extend(extra.iter().cloned());
+    Gateway::start(&gateway_binary("rate-limits"), &env).await
+}
+
+#[tokio::test]
+async fn per_ip_limit_with_retry_after_that_is_never_early() {
+    let api = Upstream::start("api").await;
+    let gw = gateway(&api, &[]).await;
+    for i in 0..5 {
+        assert_eq!(get(&gw.url("/limited/ip")).await.expect("request").status, 200, "request {i}");
+    }
+    let r = get(&gw.url("/limited/ip")).await.expect("request");
+    assert_eq!(r.status, 429);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let retry: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After in seconds");
+    assert!((1..=3).contains(&retry), "the window is 3 s: {retry}");
+    assert!(r.header("ratelimit-policy").is_some_and(|p| p.contains("q=5")), "{:?}", r.header("ratelimit-policy"));
+    assert!(r.header("ratelimit").is_some());
+    assert_eq!(api.seen().len(), 5, "rejected requests never reach the upstream");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    assert_eq!(get(&gw.url("/limited/ip")).await.expect("request").status, 200, "allowed again once Retry-After has passed");
+}
+
+#[tokio::test]
+async fn per_user_and_per_function_limits() {
+    let api = Upstream::start("api").await;
+    let gw = gateway(&api, &[]).await;
+    let as_user = |u: &'static str| format!("Basic {}", if u == "a" { "YTpwYQ==" } else { "YjpwYg==" });
+    for _ in 0..3 {
+        let r = send("GET", &gw.url("/limited/user"), &[("authorization", &as_user("a"))], "").await.expect("request");
+        assert_eq!(r.status, 200);
+    }
+    let r = send("GET", &gw.url("/limited/user"), &[("authorization", &as_user("a"))], "").await.expect("request");
+    assert_eq!(r.status, 429, "user a is over its limit");
+    let r = send("GET", &gw.url("/limited/user"), &[("authorization", &as_user("b"))], "").await.expect("request");
+    assert_eq!(r.status, 200, "user b has its own counter");
+
+    // Dynamic limits from custom code: gold gets 6, silver 2, no customer is not limited.
+    let count = async |customer: Option<&str>, n: usize| {
+        let mut ok = 0;
+        for _ in 0..n {
+            let headers: Vec<(&str, &str)> = customer.map(|c| vec![("x-customer", c)]).unwrap_or_default();
+            if send("GET", &gw.url("/limited/function"), &headers, "").await.expect("request").status == 200 {
+                ok += 1;
+            }
+        }
+        ok
+    };
+    assert_eq!(count(Some("gold"), 8).await, 6);
+    assert_eq!(count(Some("silver"), 4).await, 2);
+    assert_eq!(count(None, 10).await, 10);
+}
+
+#[tokio::test]
+async fn combined_policies_all_must_pass() {
+    let api = Upstream::start("api").await;
+    let gw = gateway(&api, &[]).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(get(&gw.url("/limited/combined")).await.expect("request").status);
+    }
+    assert_eq!(statuses, [200, 200, 429, 429], "the stricter of the two decides");
+}
+
+/// Two gateway processes on one Redis: over one window the total admitted equals the limit.
+#[tokio::test]
+async fn two_replicas_share_exact_counts_through_redis() {
+    let mut redis = RedisServer::start();
+    let api = Upstream::start("api").await;
+    let store = [("RATE_LIMIT_REDIS_URL", redis.url.clone())];
+    let a = gateway(&api, &store).await;
+    let b = gateway(&api, &store).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let url = if i % 2 == 0 { a.url("/limited/all") } else { b.url("/limited/all") };
+        tasks.push(tokio::spawn(async move { get(&url).await.map(|r| r.status).unwrap_or(0) }));
+    }
+    let mut admitted = 0;
+    let mut limited = 0;
+    for t in tasks {
+        match t.await.unwrap_or(0) {
+            200 => admitted += 1,
+            429 => limited += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!((admitted, limited), (10, 30), "exactly requestsAllowed across both replicas");
+
+    // Redis goes away: the default fails open, throwOnFailure answers 503.
+    redis.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = get(&a.url("/limited/strict-store")).await.expect("request");
+    assert_eq!(r.status, 503);
+    let mut open = 0;
+    for _ in 0..3 {
+        if get(&b.url("/limited/ip")).await.expect("request").status == 200 {
+            open += 1;
+        }
+    }
+    assert_eq!(open, 3, "fail open while the store is unreachable");
+
+    // Redis comes back on the same port: counting resumes without restarting the gateways.
+    let back = RedisServer::start_on(redis.port);
+    let mut statuses = Vec::new();
+    // Bounded: the reconnect may take a moment, during which requests fail open.
+    for _ in 0..60 {
+        statuses.push(get(&a.url("/limited/all")).await.expect("request").status);
+        if statuses.last() == Some(&429) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(statuses.last(), Some(&429), "limits apply again once Redis is back: {statuses:?}");
+    drop(back);
+}

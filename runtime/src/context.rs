@@ -44,7 +44,6 @@ impl User {
 }
 
 /// Everything known about one request besides the request itself (`context` in Zuplo).
-#[derive(Debug)]
 pub struct Context {
     /// The request id (accepted from the client or minted), echoed on the response.
     pub request_id: String,
@@ -63,12 +62,59 @@ pub struct Context {
     /// Logging that tags every line with the request id (`context.log`).
     pub log: Log,
     pub(crate) runtime: &'static Runtime,
+    /// Work to do on the route's response ([`Context::on_response`]), in registration order.
+    pub(crate) after: Vec<AfterResponse>,
 }
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("request_id", &self.request_id)
+            .field("route", &self.route)
+            .field("pathname", &self.pathname)
+            .field("host", &self.host)
+            .field("client_ip", &self.client_ip)
+            .field("custom", &self.custom)
+            .field("after", &self.after.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A change a policy asked for on the response of its request (see [`Context::on_response`]).
+pub type AfterResponse = Box<dyn FnOnce(Response, &Context) -> Response + Send + Sync>;
 
 impl Context {
     /// Renders a problem for this request in the project's problem format.
     pub fn problem(&self, problem: Problem) -> Response {
         self.runtime.format_problem(problem, &self.pathname, &self.request_id)
+    }
+
+    /// Has `f` see (and possibly change) the route's response once it exists: whether the
+    /// handler produced it or a policy short-circuited, before the outbound-independent
+    /// response hooks run. This is how inbound policies that must observe the outcome work
+    /// (rate-limit headers on admitted requests, quotas counted by status, caching).
+    ///
+    /// The functions run in reverse order of registration (the policy registered last, which
+    /// sits closest to the handler, sees the response first), like nested middleware.
+    pub fn on_response(&mut self, f: impl FnOnce(Response, &Context) -> Response + Send + Sync + 'static) {
+        self.after.push(Box::new(f));
+    }
+
+    /// Adds a header to the route's response, whoever produces it (appended, so existing
+    /// values of the same name stay).
+    pub fn add_response_header(&mut self, name: http::HeaderName, value: http::HeaderValue) {
+        self.on_response(move |mut resp, _| {
+            resp.headers_mut().append(name, value);
+            resp
+        });
+    }
+
+    /// Applies what policies registered with [`Context::on_response`] to `resp`.
+    pub fn finish_response(&mut self, mut resp: Response) -> Response {
+        while let Some(f) = self.after.pop() {
+            resp = f(resp, self);
+        }
+        resp
     }
 
     /// Runs `work` after the response is sent (`context.waitUntil`); graceful shutdown waits

@@ -528,10 +528,12 @@ async fn route<G: Gateway>(app: &'static App<G>, req: http::Request<Body>, reque
         custom: serde_json::Map::new(),
         log: Log { request_id: request_id.to_owned(), route: info.label },
         runtime: &app.runtime,
+        after: Vec::new(),
     };
     let req = Request::new(req, Params::new(spec.params, values));
     if !G::HAS_HOOKS {
-        return app.gateway.handle(route, req, &mut cx).await;
+        let resp = app.gateway.handle(route, req, &mut cx).await;
+        return cx.finish_response(resp);
     }
     let head = req.head();
     let resp = match app.hooks.on_request(req, &mut cx).await {
@@ -539,6 +541,7 @@ async fn route<G: Gateway>(app: &'static App<G>, req: http::Request<Body>, reque
         Flow::Respond(resp) => resp,
         Flow::Problem(p) => cx.problem(p),
     };
+    let resp = cx.finish_response(resp);
     let resp = app.hooks.on_response(resp, &head, &mut cx).await;
     app.hooks.on_response_final(resp.status(), resp.headers(), &head, &cx).await;
     resp

@@ -74,6 +74,7 @@ pub(crate) fn test_context() -> crate::Context {
         custom: serde_json::Map::new(),
         log: Log { request_id: "test-request".to_owned(), route: ROUTE.label },
         runtime: crate::server::Runtime::for_tests(),
+        after: Vec::new(),
     }
 }
 

@@ -338,6 +338,9 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, p
                 }
             }
         }
+        Handler::OpenApiSpec => quote! {
+            handlers::openapi_document(&req, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")))
+        },
         Handler::Custom { module, export, .. } => {
             let f = module_fn(&module.rust_path, export);
             let what = format!("{} {}", module.import, export);

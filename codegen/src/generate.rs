@@ -158,6 +158,7 @@ fn route_row(r: &crate::model::Route) -> RouteRow {
         Handler::Forward { base, .. } => format!("`{}` + path", template_text(base, &names)),
         Handler::Rewrite { pattern, .. } => format!("`{}`", template_text(pattern, &names)),
         Handler::Redirect { location, status } => format!("{status} → `{}`", template_text(location, &names)),
+        Handler::OpenApiSpec => "the public OpenAPI document".to_owned(),
         Handler::Custom { module, export, .. } => format!("`{}` {export}", module.import),
     };
     RouteRow {

@@ -133,6 +133,8 @@ pub enum Handler {
         /// `status`.
         status: u16,
     },
+    /// `openApiSpecHandler`: serves the public document.
+    OpenApiSpec,
     /// A custom handler from `$import(./modules/...)`.
     Custom {
         /// The module.
@@ -151,6 +153,7 @@ impl Handler {
             Handler::Forward { .. } => "urlForwardHandler",
             Handler::Rewrite { .. } => "urlRewriteHandler",
             Handler::Redirect { .. } => "redirectHandler",
+            Handler::OpenApiSpec => "openApiSpecHandler",
             Handler::Custom { .. } => "custom handler",
         }
     }
@@ -161,7 +164,7 @@ impl Handler {
             Handler::Forward { base, .. } => vec![base],
             Handler::Rewrite { pattern, .. } => vec![pattern],
             Handler::Redirect { location, .. } => vec![location],
-            Handler::Custom { .. } => Vec::new(),
+            Handler::OpenApiSpec | Handler::Custom { .. } => Vec::new(),
         }
     }
 }

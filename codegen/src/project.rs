@@ -564,15 +564,26 @@ impl Loader<'_> {
                 };
                 Handler::Redirect { location, status }
             }
+            "openApiSpecHandler" => {
+                // Zuplo names the document to serve; specgate serves the project's bundled
+                // public document (all `config/*.oas.*` files merged, x-zuplo-* removed).
+                opts.known.push("openApiFilePath");
+                if let Some(v) = options.get("openApiFilePath")
+                    && v.as_str().is_none()
+                {
+                    self.diags.error(at(file, v.span), format!("`openApiFilePath` must be a string, found {}", v.type_name()));
+                }
+                Handler::OpenApiSpec
+            }
             other => {
                 let msg = match other {
-                    "openApiSpecHandler" | "webSocketHandler" | "lambdaHandler" | "mcpServerHandler" | "awsLambdaHandler" => {
+                    "webSocketHandler" | "lambdaHandler" | "mcpServerHandler" | "awsLambdaHandler" => {
                         format!("handler `{other}` is not supported by this version of specgate")
                     }
                     _ => format!("`{other}` is not a handler of $import(@zuplo/runtime)"),
                 };
                 self.diags.error(at(file, export.0), msg)
-                    .help("supported here: urlForwardHandler, urlRewriteHandler, redirectHandler");
+                    .help("supported here: urlForwardHandler, urlRewriteHandler, redirectHandler, openApiSpecHandler");
                 return None;
             }
         };

@@ -147,6 +147,16 @@ pub fn text_response(text: String) -> Response {
     r
 }
 
+/// `openApiSpecHandler`: the project's public OpenAPI document (bundled at generation time,
+/// every `x-zuplo-*` member removed), compiled into the binary. `HEAD` gets the headers only.
+pub fn openapi_document(req: &Request, document: &'static str) -> Response {
+    let body = if req.method() == http::Method::HEAD { Body::empty() } else { Body::from(document) };
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(document.len()));
+    resp
+}
+
 /// The answer of a module stub written by `specgate generate --stub-missing`.
 pub fn not_implemented(cx: &Context, module: &str) -> Response {
     cx.problem(

@@ -301,3 +301,26 @@ async fn invalid_host_header_is_refused() {
     assert!(raw.starts_with("HTTP/1.1 400"), "{raw}");
     assert!(s.users.seen().is_empty());
 }
+
+#[tokio::test]
+async fn open_api_spec_handler_serves_the_public_document() {
+    let s = setup(&[]).await;
+    let r = get(&s.gw.url("/openapi.json")).await.expect("request");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let doc = r.json();
+    assert!(doc["info"]["title"].as_str().is_some_and(|t| t.starts_with("Shop API")), "{doc}");
+    // Every operation of every config/*.oas.* file, the admin YAML included.
+    assert!(doc["paths"]["/api/users"]["post"].is_object(), "{doc}");
+    assert!(doc["paths"]["/openapi.json"]["get"].is_object());
+    assert!(doc["paths"].as_object().is_some_and(|p| p.len() > 4));
+    let text = String::from_utf8_lossy(&r.body).into_owned();
+    assert!(!text.contains("x-zuplo"), "gateway configuration leaked: {text}");
+    assert!(!text.contains("USERS_URL"), "upstream configuration leaked");
+    // The external $ref is bundled, so the document stands alone.
+    assert!(!text.contains("../schemas/user.json"), "{text}");
+    let head = send("HEAD", &s.gw.url("/openapi.json"), &[], "").await.expect("request");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(s.users.seen().len() + s.orders.seen().len() + s.catalog.seen().len(), 0, "served by the gateway itself");
+}

@@ -393,7 +393,7 @@ fn inbound_call(p: usize, route: usize, project: &Project, pols: &PolicyFields) 
             let f = module_fn(&module.rust_path, export);
             quote! {
                 let req = match ::specgate_runtime::policy::guard(#f(req, cx, &self.#field, #name)).await {
-                    Ok(out) => match ::specgate_runtime::policy::settle(::specgate_runtime::policy::IntoFlow::into_flow(out, #name, cx), cx) {
+                    Ok(out) => match ::specgate_runtime::policy::settle_policy(::specgate_runtime::policy::IntoFlow::into_flow(out, #name, cx), cx, #name) {
                         Ok(r) => r,
                         Err(resp) => return resp,
                     },
@@ -402,7 +402,7 @@ fn inbound_call(p: usize, route: usize, project: &Project, pols: &PolicyFields) 
             }
         }
         _ => quote! {
-            let req = match ::specgate_runtime::policy::settle(self.#field.on_request(req, cx).await, cx) {
+            let req = match ::specgate_runtime::policy::settle_policy(self.#field.on_request(req, cx).await, cx, #name) {
                 Ok(r) => r,
                 Err(resp) => return resp,
             };

@@ -13,6 +13,7 @@ pub mod handlers;
 pub mod hooks;
 pub mod keys;
 pub mod loader;
+pub mod metrics;
 pub mod path;
 pub mod policies;
 pub mod policy;

@@ -129,6 +129,29 @@ pub fn panicked(what: &str, message: &str, cx: &Context) -> Response {
     cx.problem(cx.runtime().error_problem(Problem::internal(format!("`{what}` failed"))))
 }
 
+/// [`settle`] for the inbound policy `name`: a short-circuit with 400/401/403/413/415/429 is
+/// counted as that policy's rejection in the metrics (when they are on).
+#[allow(clippy::result_large_err)]
+pub fn settle_policy(flow: Flow, cx: &Context, name: &str) -> Result<Request, Response> {
+    let result = settle(flow, cx);
+    if let Err(resp) = &result
+        && crate::metrics::get().is_some()
+    {
+        use crate::metrics::Rejection;
+        let why = match resp.status().as_u16() {
+            401 => Some(Rejection::Unauthenticated),
+            403 => Some(Rejection::Forbidden),
+            429 => Some(Rejection::RateLimited),
+            400 | 413 | 415 => Some(Rejection::Invalid),
+            _ => None,
+        };
+        if let Some(why) = why {
+            crate::metrics::rejection(name, why);
+        }
+    }
+    result
+}
+
 /// Turns a [`Flow`] into what a route function needs next.
 #[allow(clippy::result_large_err)]
 pub fn settle(flow: Flow, cx: &Context) -> Result<Request, Response> {

@@ -16,6 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::metrics::UpstreamOutcome;
 use crate::{Context, Problem, Response};
 
 type Request = http::Request<Body>;
@@ -128,13 +129,27 @@ impl Upstream {
         *out.uri_mut() = uri;
         *out.headers_mut() = headers;
         let fut = self.client.request(out);
+        let sent = crate::metrics::get().map(|_| std::time::Instant::now());
+        let record = |outcome| {
+            if let Some(t) = sent {
+                crate::metrics::upstream(cx.route.index, outcome, t.elapsed());
+            }
+        };
         let resp = match tokio::time::timeout(self.config.timeout, fut).await {
             Err(_) => {
+                record(UpstreamOutcome::TimedOut);
                 tracing::warn!(request_id = %cx.request_id, "upstream did not answer within {:?}", self.config.timeout);
                 return Err(Problem::gateway_timeout("the upstream did not answer in time"));
             }
-            Ok(Err(e)) => return Err(classify(&e, cx)),
-            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                let problem = classify(&e, cx);
+                record(if problem.status() == StatusCode::GATEWAY_TIMEOUT { UpstreamOutcome::TimedOut } else { UpstreamOutcome::ConnectError });
+                return Err(problem);
+            }
+            Ok(Ok(resp)) => {
+                record(UpstreamOutcome::Answered);
+                resp
+            }
         };
         let (mut parts, incoming) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);

@@ -38,6 +38,12 @@ pub struct ServerConfig {
     /// Upstream settings (`UPSTREAM_TIMEOUT_SECONDS` 30, `UPSTREAM_CONNECT_TIMEOUT_SECONDS` 10,
     /// `TRUSTED_PROXY_HOPS` 0).
     pub upstream: UpstreamConfig,
+    /// A separate listener for `GET /metrics` (`METRICS_ADDR`, e.g. `127.0.0.1:9464`; off by
+    /// default).
+    pub metrics_addr: Option<SocketAddr>,
+    /// A path on the main listener serving the metrics (`METRICS_PATH`, e.g.
+    /// `/__specgate/metrics`; off by default).
+    pub metrics_path: Option<String>,
 }
 
 impl ServerConfig {
@@ -55,6 +61,8 @@ impl ServerConfig {
         let timeout_s = parse("UPSTREAM_TIMEOUT_SECONDS", "30");
         let connect_s = parse("UPSTREAM_CONNECT_TIMEOUT_SECONDS", "10");
         let hops_s = parse("TRUSTED_PROXY_HOPS", "0");
+        let metrics_addr_s = parse("METRICS_ADDR", "");
+        let metrics_path_s = parse("METRICS_PATH", "");
 
         let host = host_s.parse::<IpAddr>().unwrap_or_else(|_| {
             errors.push(format!("HOST={host_s:?} is not an IP address"));
@@ -97,10 +105,30 @@ impl ServerConfig {
             errors.push(format!("TRUSTED_PROXY_HOPS={hops_s:?} is not a number"));
             0
         });
+        let metrics_addr = match metrics_addr_s.trim() {
+            "" => None,
+            a => match a.parse::<SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    errors.push(format!("METRICS_ADDR={a:?} is not an address with a port (e.g. 127.0.0.1:9464)"));
+                    None
+                }
+            },
+        };
+        let metrics_path = match metrics_path_s.trim() {
+            "" => None,
+            p if p.starts_with('/') && normalize_path(p).is_ok_and(|n| n == p) => Some(p.to_owned()),
+            p => {
+                errors.push(format!("METRICS_PATH={p:?} is not a normalized absolute path (e.g. /__specgate/metrics)"));
+                None
+            }
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(ServerConfig {
+            metrics_addr,
+            metrics_path,
             host,
             port,
             worker_threads,
@@ -191,6 +219,8 @@ struct App<G: Gateway> {
     hooks: &'static G::Hooks,
     runtime: Runtime,
     router: Router,
+    metrics: Option<&'static crate::metrics::Metrics>,
+    metrics_path: Option<String>,
 }
 
 /// Entry point of a generated gateway's `main`.
@@ -247,6 +277,9 @@ pub fn run<G: Gateway>() -> ExitCode {
         let local = listener.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(gateway = G::NAME, routes = G::ROUTES.len(), workers, "listening on http://{local}");
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if let (Some(addr), Some(metrics)) = (config.metrics_addr, app.metrics) {
+            serve_metrics(addr, metrics, stop_rx.clone()).await?;
+        }
         let mut threads = Vec::new();
         for i in 1..workers {
             let rx = stop_rx.clone();
@@ -417,7 +450,29 @@ fn build<G: Gateway>(gateway: G, config: &ServerConfig) -> Result<&'static App<G
         formatter: hooks,
         background: Background::default(),
     };
-    Ok(Box::leak(Box::new(App { gateway, hooks, runtime, router })))
+    let metrics = (config.metrics_addr.is_some() || config.metrics_path.is_some()).then(|| crate::metrics::enable(G::NAME, G::ROUTE_INFO));
+    let metrics_path = config.metrics_path.clone();
+    Ok(Box::leak(Box::new(App { gateway, hooks, runtime, router, metrics, metrics_path })))
+}
+
+/// Serves `GET /metrics` on its own listener until `stop` turns true.
+async fn serve_metrics(addr: SocketAddr, metrics: &'static crate::metrics::Metrics, stop: tokio::sync::watch::Receiver<bool>) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on METRICS_ADDR {addr}: {e}"))?;
+    tracing::info!("metrics on http://{}/metrics", listener.local_addr().map_err(|e| e.to_string())?);
+    let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { metrics_response(metrics) }));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped(stop)).await {
+            tracing::error!(error = %e, "metrics listener failed");
+        }
+    });
+    Ok(())
+}
+
+fn metrics_response(metrics: &crate::metrics::Metrics) -> Response {
+    let mut resp = Response::new(Body::from(metrics.render()));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: http::Request<Body>) -> Response {
@@ -425,8 +480,14 @@ async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: http::Req
     let request_id = crate::request_id::accept_or_mint(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let in_flight = app.metrics.map(|m| m.start());
+    let mut matched: Option<&'static RouteInfo> = None;
     let mut route_label = "";
-    let mut resp = route::<G>(app, req, &request_id, &mut route_label).await;
+    let mut resp = route::<G>(app, req, &request_id, &mut route_label, &mut matched).await;
+    if let Some(m) = app.metrics {
+        m.finish(matched.map(|r| r.index), resp.status().as_u16(), started.elapsed());
+    }
+    drop(in_flight);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         resp.headers_mut().insert(crate::request_id::HEADER, v);
     }
@@ -444,7 +505,13 @@ async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: http::Req
     resp
 }
 
-async fn route<G: Gateway>(app: &'static App<G>, req: http::Request<Body>, request_id: &str, label: &mut &'static str) -> Response {
+async fn route<G: Gateway>(
+    app: &'static App<G>,
+    req: http::Request<Body>,
+    request_id: &str,
+    label: &mut &'static str,
+    matched: &mut Option<&'static RouteInfo>,
+) -> Response {
     let req = if G::HAS_HOOKS {
         match app.hooks.pre_routing(req).await {
             Ok(r) => r,
@@ -459,6 +526,13 @@ async fn route<G: Gateway>(app: &'static App<G>, req: http::Request<Body>, reque
         let mut resp = Response::new(Body::from("ok"));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         return resp;
+    }
+    if let (Some(m), Some(p)) = (app.metrics, app.metrics_path.as_deref())
+        && raw_path == p
+        && req.method() == Method::GET
+    {
+        *label = "metrics";
+        return metrics_response(m);
     }
     // JWKS of the upstream JWT policy: only served when a policy published a key, so gateways
     // without that policy route this path like any other.
@@ -502,6 +576,7 @@ async fn route<G: Gateway>(app: &'static App<G>, req: http::Request<Body>, reque
         return app.runtime.format_problem(Problem::internal("route table mismatch"), &pathname, request_id);
     };
     *label = info.label;
+    *matched = Some(info);
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()

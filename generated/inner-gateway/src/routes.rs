@@ -119,16 +119,18 @@ impl ::specgate_runtime::Gateway for Gateway {
 impl Gateway {
     ///`GET /orders/{+path}` (urlRewriteHandler)
     async fn route_0_orders(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p0_outer_jwt.on_request(req, cx).await,
             cx,
+            "outer-jwt",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p1_set_caller.on_request(req, cx).await,
             cx,
+            "set-caller",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -156,16 +158,18 @@ impl Gateway {
     }
     ///`GET /admin/{+path}` (urlRewriteHandler)
     async fn route_1_admin(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p0_outer_jwt.on_request(req, cx).await,
             cx,
+            "outer-jwt",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p2_admin_scope.on_request(req, cx).await,
             cx,
+            "admin-scope",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,

@@ -162,9 +162,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p0_api_key.on_request(req, cx).await,
             cx,
+            "api-key",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -180,13 +181,14 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(
                         out,
                         "route-by-tier",
                         cx,
                     ),
                     cx,
+                    "route-by-tier",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,
@@ -196,9 +198,10 @@ impl Gateway {
                 return ::specgate_runtime::policy::panicked("route-by-tier", &panic, cx);
             }
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p2_upstream_jwt.on_request(req, cx).await,
             cx,
+            "upstream-jwt",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -239,16 +242,18 @@ impl Gateway {
     }
     ///`GET /partner/{+path}` (urlRewriteHandler)
     async fn route_2_partner(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p3_partner_basic_auth.on_request(req, cx).await,
             cx,
+            "partner-basic-auth",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p4_upstream_key.on_request(req, cx).await,
             cx,
+            "upstream-key",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -280,9 +285,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p0_api_key.on_request(req, cx).await,
             cx,
+            "api-key",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,

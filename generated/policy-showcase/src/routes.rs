@@ -721,13 +721,14 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(
                         out,
                         "trace-hook-order",
                         cx,
                     ),
                     cx,
+                    "trace-hook-order",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,
@@ -741,16 +742,18 @@ impl Gateway {
                 );
             }
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p0_set_request_headers.on_request(req, cx).await,
             cx,
+            "set-request-headers",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p1_remove_request_headers.on_request(req, cx).await,
             cx,
+            "remove-request-headers",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -797,9 +800,10 @@ impl Gateway {
     }
     ///`GET /clear` (urlRewriteHandler)
     async fn route_1_clear(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p4_clear_request_headers.on_request(req, cx).await,
             cx,
+            "clear-request-headers",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -823,23 +827,26 @@ impl Gateway {
     }
     ///`GET /query` (urlRewriteHandler)
     async fn route_2_query(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p6_set_query.on_request(req, cx).await,
             cx,
+            "set-query",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p7_remove_query.on_request(req, cx).await,
             cx,
+            "remove-query",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p8_key_to_header.on_request(req, cx).await,
             cx,
+            "key-to-header",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -857,16 +864,18 @@ impl Gateway {
     }
     ///`POST /method` (urlRewriteHandler)
     async fn route_3_method(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p9_to_put.on_request(req, cx).await,
             cx,
+            "to-put",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p10_set_body.on_request(req, cx).await,
             cx,
+            "set-body",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -923,9 +932,10 @@ impl Gateway {
     }
     ///`POST /upload` (urlRewriteHandler)
     async fn route_6_upload(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p14_size_limit_1k.on_request(req, cx).await,
             cx,
+            "size-limit-1k",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -943,9 +953,10 @@ impl Gateway {
     }
     ///`GET /origin` (urlRewriteHandler)
     async fn route_7_origin(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p15_require_origin.on_request(req, cx).await,
             cx,
+            "require-origin",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -967,9 +978,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p16_allow_loopback.on_request(req, cx).await,
             cx,
+            "allow-loopback",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -991,9 +1003,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p17_deny_loopback.on_request(req, cx).await,
             cx,
+            "deny-loopback",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -1015,9 +1028,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p18_mock_r10.on_request(req, cx).await,
             cx,
+            "mock",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -1058,9 +1072,10 @@ impl Gateway {
     }
     ///`GET /sleep` (urlRewriteHandler)
     async fn route_12_sleep(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p20_sleep_50.on_request(req, cx).await,
             cx,
+            "sleep-50",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -1082,23 +1097,26 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p0_set_request_headers.on_request(req, cx).await,
             cx,
+            "set-request-headers",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p6_set_query.on_request(req, cx).await,
             cx,
+            "set-query",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p7_remove_query.on_request(req, cx).await,
             cx,
+            "remove-query",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -1138,9 +1156,10 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(out, "tenant", cx),
                     cx,
+                    "tenant",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,
@@ -1210,13 +1229,14 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(
                         out,
                         "panicking",
                         cx,
                     ),
                     cx,
+                    "panicking",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,
@@ -1256,13 +1276,14 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(
                         out,
                         "always-401",
                         cx,
                     ),
                     cx,
+                    "always-401",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,
@@ -1356,30 +1377,34 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p0_set_request_headers.on_request(req, cx).await,
             cx,
+            "set-request-headers",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p1_remove_request_headers.on_request(req, cx).await,
             cx,
+            "remove-request-headers",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p6_set_query.on_request(req, cx).await,
             cx,
+            "set-query",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p7_remove_query.on_request(req, cx).await,
             cx,
+            "remove-query",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,

@@ -310,9 +310,10 @@ impl ::specgate_runtime::Gateway for Gateway {
 impl Gateway {
     ///`GET /limited/ip` (urlForwardHandler)
     async fn route_0_by_ip(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p0_per_ip.on_request(req, cx).await,
             cx,
+            "per-ip",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -330,9 +331,10 @@ impl Gateway {
     }
     ///`GET /limited/all` (urlForwardHandler)
     async fn route_1_global(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p1_global_10.on_request(req, cx).await,
             cx,
+            "global-10",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -350,16 +352,18 @@ impl Gateway {
     }
     ///`GET /limited/user` (urlForwardHandler)
     async fn route_2_by_user(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p2_partners.on_request(req, cx).await,
             cx,
+            "partners",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p3_per_user.on_request(req, cx).await,
             cx,
+            "per-user",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -381,9 +385,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p4_per_customer.on_request(req, cx).await,
             cx,
+            "per-customer",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -405,16 +410,18 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p5_global_strict.on_request(req, cx).await,
             cx,
+            "global-strict",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p6_per_ip_loose.on_request(req, cx).await,
             cx,
+            "per-ip-loose",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -436,9 +443,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p7_fail_closed.on_request(req, cx).await,
             cx,
+            "fail-closed",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -477,9 +485,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p8_bench_limit.on_request(req, cx).await,
             cx,
+            "bench-limit",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,

@@ -140,13 +140,14 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(
                         out,
                         "consumer-auth",
                         cx,
                     ),
                     cx,
+                    "consumer-auth",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,
@@ -167,13 +168,14 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(
                         out,
                         "environment-routing",
                         cx,
                     ),
                     cx,
+                    "environment-routing",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,
@@ -225,13 +227,14 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(
                         out,
                         "consumer-auth",
                         cx,
                     ),
                     cx,
+                    "consumer-auth",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,
@@ -252,13 +255,14 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(
                         out,
                         "customer-routing",
                         cx,
                     ),
                     cx,
+                    "customer-routing",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,
@@ -310,13 +314,14 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(
                         out,
                         "consumer-auth",
                         cx,
                     ),
                     cx,
+                    "consumer-auth",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,
@@ -337,13 +342,14 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(
                         out,
                         "customer-routing-dynamic",
                         cx,
                     ),
                     cx,
+                    "customer-routing-dynamic",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,
@@ -395,13 +401,14 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(
                         out,
                         "consumer-auth",
                         cx,
                     ),
                     cx,
+                    "consumer-auth",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,
@@ -422,13 +429,14 @@ impl Gateway {
             .await
         {
             Ok(out) => {
-                match ::specgate_runtime::policy::settle(
+                match ::specgate_runtime::policy::settle_policy(
                     ::specgate_runtime::policy::IntoFlow::into_flow(
                         out,
                         "hybrid-routing",
                         cx,
                     ),
                     cx,
+                    "hybrid-routing",
                 ) {
                     Ok(r) => r,
                     Err(resp) => return resp,

@@ -1,0 +1,347 @@
+//! Prometheus metrics: per-route request counts by status class and latency histograms,
+//! upstream latency, connect errors and timeouts, policy rejections (rate limits, auth), and
+//! in-flight requests, rendered in the text exposition format.
+//!
+//! Off unless `METRICS_ADDR` (a separate listener, e.g. `127.0.0.1:9464`, serving
+//! `GET /metrics`) or `METRICS_PATH` (a path on the main listener, e.g. `/__specgate/metrics`)
+//! is set: a metrics endpoint on the public port tells anyone the API's traffic. When off,
+//! the request path pays one branch.
+//!
+//! Counters are relaxed atomics in arrays sized at start-up (one slot per route, plus one for
+//! requests that matched no route), so recording takes no lock and allocates nothing.
+//! Policy rejections are keyed by policy name under a read-mostly lock.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+
+use crate::context::RouteInfo;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// A latency histogram (buckets not cumulative here; rendering sums them).
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS.iter().position(|b| secs <= *b).unwrap_or(BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (i, b) in BUCKETS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.buckets[BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+
+    fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// What one route has seen.
+#[derive(Debug, Default)]
+struct RouteMetrics {
+    /// Responses by status class: 1xx … 5xx.
+    status: [AtomicU64; 5],
+    latency: Histogram,
+    upstream: Histogram,
+    connect_errors: AtomicU64,
+    timeouts: AtomicU64,
+}
+
+/// Why a policy turned a request away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rejection {
+    /// A rate limit or quota was exceeded (429).
+    RateLimited,
+    /// Authentication failed (401).
+    Unauthenticated,
+    /// The caller is authenticated but not allowed (403).
+    Forbidden,
+    /// The request failed validation (400, 413, 415).
+    Invalid,
+}
+
+impl Rejection {
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::RateLimited => "rate_limited",
+            Rejection::Unauthenticated => "unauthenticated",
+            Rejection::Forbidden => "forbidden",
+            Rejection::Invalid => "invalid",
+        }
+    }
+}
+
+/// The process's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    gateway: &'static str,
+    routes: &'static [RouteInfo],
+    /// One per route, then one for requests that matched none.
+    per_route: Box<[RouteMetrics]>,
+    in_flight: AtomicI64,
+    rejections: RwLock<BTreeMap<(String, Rejection), AtomicU64>>,
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// Turns metrics on for a gateway with these routes (once per process; later calls keep the
+/// first set).
+pub fn enable(gateway: &'static str, routes: &'static [RouteInfo]) -> &'static Metrics {
+    METRICS.get_or_init(|| Metrics::new(gateway, routes))
+}
+
+/// The metrics, when enabled.
+pub fn get() -> Option<&'static Metrics> {
+    METRICS.get()
+}
+
+/// Counts a policy rejection (no-op when metrics are off). Called by the built-in policies
+/// when they answer 401/403/429; custom policies may call it too.
+pub fn rejection(policy: &str, why: Rejection) {
+    if let Some(m) = get() {
+        m.count_rejection(policy, why);
+    }
+}
+
+/// Records an upstream exchange of `route` (no-op when metrics are off).
+pub(crate) fn upstream(route: usize, outcome: UpstreamOutcome, took: Duration) {
+    if let Some(m) = get() {
+        let r = m.slot(Some(route));
+        match outcome {
+            UpstreamOutcome::Answered => r.upstream.observe(took),
+            UpstreamOutcome::ConnectError => {
+                r.connect_errors.fetch_add(1, Ordering::Relaxed);
+            }
+            UpstreamOutcome::TimedOut => {
+                r.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// How an upstream exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UpstreamOutcome {
+    /// Response headers arrived.
+    Answered,
+    /// No connection (refused, unreachable, reset before an answer).
+    ConnectError,
+    /// The connect or the answer took too long.
+    TimedOut,
+}
+
+/// Decrements the in-flight gauge when the request is done, however it ends.
+#[derive(Debug)]
+pub(crate) struct InFlight(&'static Metrics);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    fn new(gateway: &'static str, routes: &'static [RouteInfo]) -> Self {
+        Metrics {
+            gateway,
+            routes,
+            per_route: (0..=routes.len()).map(|_| RouteMetrics::default()).collect(),
+            in_flight: AtomicI64::new(0),
+            rejections: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    fn slot(&self, route: Option<usize>) -> &RouteMetrics {
+        let i = route.filter(|r| *r < self.routes.len()).unwrap_or(self.routes.len());
+        &self.per_route[i]
+    }
+
+    /// Counts a request as in flight until the guard is dropped.
+    pub(crate) fn start(&'static self) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+
+    /// Records a finished request (`route` is `None` when no route matched).
+    pub(crate) fn finish(&self, route: Option<usize>, status: u16, took: Duration) {
+        let r = self.slot(route);
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        r.status[class].fetch_add(1, Ordering::Relaxed);
+        r.latency.observe(took);
+    }
+
+    fn count_rejection(&self, policy: &str, why: Rejection) {
+        {
+            let map = self.rejections.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(c) = map.get(&(policy.to_owned(), why)) {
+                c.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut map = self.rejections.write().unwrap_or_else(PoisonError::into_inner);
+        // Policy names come from the project, so the map is bounded by its policy count.
+        map.entry((policy.to_owned(), why)).or_default().fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests of `route` answered with a status of class `class` (1–5); for tests and tools.
+    pub fn requests(&self, route: Option<usize>, class: u16) -> u64 {
+        let i = usize::from(class.clamp(1, 5)) - 1;
+        self.slot(route).status[i].load(Ordering::Relaxed)
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096 + self.routes.len() * 2048);
+        let gw = escape(self.gateway);
+        let label = |route: Option<usize>| -> String {
+            match route.and_then(|i| self.routes.get(i)) {
+                Some(r) => format!("gateway=\"{gw}\",route=\"{}\",method=\"{}\",path=\"{}\"", escape(r.label), r.method, escape(r.path)),
+                None => format!("gateway=\"{gw}\",route=\"\",method=\"\",path=\"\""),
+            }
+        };
+        let all: Vec<Option<usize>> = (0..self.routes.len()).map(Some).chain(std::iter::once(None)).collect();
+
+        out.push_str("# HELP specgate_requests_total Requests answered, by route and status class.\n");
+        out.push_str("# TYPE specgate_requests_total counter\n");
+        for &r in &all {
+            let l = label(r);
+            for (i, c) in self.slot(r).status.iter().enumerate() {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 || r.is_some() {
+                    let _ = writeln!(out, "specgate_requests_total{{{l},status=\"{}xx\"}} {n}", i + 1);
+                }
+            }
+        }
+        out.push_str("# HELP specgate_request_duration_seconds Time from request received to response headers, by route.\n");
+        out.push_str("# TYPE specgate_request_duration_seconds histogram\n");
+        for &r in &all {
+            let m = self.slot(r);
+            if r.is_some() || m.latency.count() > 0 {
+                m.latency.render(&mut out, "specgate_request_duration_seconds", &label(r));
+            }
+        }
+        out.push_str("# HELP specgate_upstream_duration_seconds Time from sending to the upstream to its response headers, by route.\n");
+        out.push_str("# TYPE specgate_upstream_duration_seconds histogram\n");
+        for &r in all.iter().filter(|r| r.is_some()) {
+            let m = self.slot(r);
+            if m.upstream.count() > 0 {
+                m.upstream.render(&mut out, "specgate_upstream_duration_seconds", &label(r));
+            }
+        }
+        out.push_str("# HELP specgate_upstream_connect_errors_total Upstream exchanges that failed without an answer (502), by route.\n");
+        out.push_str("# TYPE specgate_upstream_connect_errors_total counter\n");
+        for &r in all.iter().filter(|r| r.is_some()) {
+            let _ = writeln!(out, "specgate_upstream_connect_errors_total{{{}}} {}", label(r), self.slot(r).connect_errors.load(Ordering::Relaxed));
+        }
+        out.push_str("# HELP specgate_upstream_timeouts_total Upstream exchanges that timed out (504), by route.\n");
+        out.push_str("# TYPE specgate_upstream_timeouts_total counter\n");
+        for &r in all.iter().filter(|r| r.is_some()) {
+            let _ = writeln!(out, "specgate_upstream_timeouts_total{{{}}} {}", label(r), self.slot(r).timeouts.load(Ordering::Relaxed));
+        }
+        out.push_str("# HELP specgate_policy_rejections_total Requests a policy turned away, by policy and reason.\n");
+        out.push_str("# TYPE specgate_policy_rejections_total counter\n");
+        {
+            let map = self.rejections.read().unwrap_or_else(PoisonError::into_inner);
+            for ((policy, why), n) in map.iter() {
+                let _ = writeln!(
+                    out,
+                    "specgate_policy_rejections_total{{gateway=\"{gw}\",policy=\"{}\",reason=\"{}\"}} {}",
+                    escape(policy),
+                    why.label(),
+                    n.load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str("# HELP specgate_requests_in_flight Requests being handled now.\n");
+        out.push_str("# TYPE specgate_requests_in_flight gauge\n");
+        let _ = writeln!(out, "specgate_requests_in_flight{{gateway=\"{gw}\"}} {}", self.in_flight.load(Ordering::Relaxed));
+        out
+    }
+}
+
+/// A label value: backslash, quote and newline escaped as the exposition format requires.
+fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => o.push_str("\\\\"),
+            '"' => o.push_str("\\\""),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static ROUTES: [RouteInfo; 2] = [
+        RouteInfo { index: 0, method: "GET", path: "/a/{id}", label: "getA" },
+        RouteInfo { index: 1, method: "POST", path: "/b", label: "we\"ird" },
+    ];
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next())
+    }
+
+    #[test]
+    fn counts_and_renders() {
+        let m: &'static Metrics = Box::leak(Box::new(Metrics::new("gw", &ROUTES)));
+        {
+            let _a = m.start();
+            let _b = m.start();
+            assert_eq!(m.in_flight.load(Ordering::Relaxed), 2);
+        }
+        assert_eq!(m.in_flight.load(Ordering::Relaxed), 0);
+        m.finish(Some(0), 200, Duration::from_micros(300));
+        m.finish(Some(0), 204, Duration::from_millis(3));
+        m.finish(Some(0), 503, Duration::from_secs(20));
+        m.finish(None, 404, Duration::from_micros(10));
+        m.finish(Some(99), 404, Duration::from_micros(10));
+        m.count_rejection("per-ip", Rejection::RateLimited);
+        m.count_rejection("per-ip", Rejection::RateLimited);
+        m.count_rejection("keys", Rejection::Unauthenticated);
+        let text = m.render();
+        let a = "gateway=\"gw\",route=\"getA\",method=\"GET\",path=\"/a/{id}\"";
+        assert_eq!(line(&text, &format!("specgate_requests_total{{{a},status=\"2xx\"}}")), Some("2"), "{text}");
+        assert_eq!(line(&text, &format!("specgate_requests_total{{{a},status=\"5xx\"}}")), Some("1"));
+        assert_eq!(line(&text, "specgate_requests_total{gateway=\"gw\",route=\"\",method=\"\",path=\"\",status=\"4xx\"}"), Some("2"));
+        // Cumulative buckets: 300 µs ≤ 0.0005, 3 ms ≤ 0.005, 20 s only in +Inf.
+        assert_eq!(line(&text, &format!("specgate_request_duration_seconds_bucket{{{a},le=\"0.0005\"}}")), Some("1"));
+        assert_eq!(line(&text, &format!("specgate_request_duration_seconds_bucket{{{a},le=\"0.005\"}}")), Some("2"));
+        assert_eq!(line(&text, &format!("specgate_request_duration_seconds_bucket{{{a},le=\"10\"}}")), Some("2"));
+        assert_eq!(line(&text, &format!("specgate_request_duration_seconds_bucket{{{a},le=\"+Inf\"}}")), Some("3"));
+        assert_eq!(line(&text, &format!("specgate_request_duration_seconds_count{{{a}}}")), Some("3"));
+        assert!(text.contains("route=\"we\\\"ird\""), "label escaped: {text}");
+        assert_eq!(line(&text, "specgate_policy_rejections_total{gateway=\"gw\",policy=\"per-ip\",reason=\"rate_limited\"}"), Some("2"));
+        assert_eq!(line(&text, "specgate_policy_rejections_total{gateway=\"gw\",policy=\"keys\",reason=\"unauthenticated\"}"), Some("1"));
+        assert_eq!(line(&text, "specgate_requests_in_flight{gateway=\"gw\"}"), Some("0"));
+        assert_eq!(m.requests(Some(0), 2), 2);
+        // Every sample line is `name{labels} number`.
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let v = l.rsplit(' ').next().unwrap_or("");
+            assert!(v.parse::<f64>().is_ok(), "bad sample line {l:?}");
+        }
+    }
+}

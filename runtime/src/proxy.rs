@@ -174,6 +174,9 @@ fn parse_upstream_uri(url: &str) -> Result<Uri, Problem> {
 }
 
 fn classify(e: &hyper_util::client::legacy::Error, cx: &Context) -> Problem {
+    if source_chain(e).any(|s| s.is::<http_body_util::LengthLimitError>()) {
+        return Problem::new(StatusCode::PAYLOAD_TOO_LARGE).with_detail("the request body is larger than the gateway accepts");
+    }
     let timed_out = source_chain(e).any(|s| {
         s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
             || s.to_string().contains("timed out")

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use http::{HeaderValue, Method, StatusCode, header};
 use tokio::sync::Notify;
 
@@ -44,6 +45,39 @@ pub struct ServerConfig {
     /// A path on the main listener serving the metrics (`METRICS_PATH`, e.g.
     /// `/__specgate/metrics`; off by default).
     pub metrics_path: Option<String>,
+    /// Limits against abusive clients.
+    pub limits: Limits,
+}
+
+/// Limits that keep one client from exhausting the gateway.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest request head, request line and headers together (`MAX_HEADER_BYTES`,
+    /// 65536; at least 8192): larger heads get 431.
+    pub max_header_bytes: usize,
+    /// The most header fields in a request (`MAX_HEADERS`, 100): more get 431.
+    pub max_headers: usize,
+    /// How long a client may take to send a request head (`HEADER_READ_TIMEOUT_SECONDS`, 10);
+    /// slower connections are closed (slowloris).
+    pub header_read_timeout: Duration,
+    /// Open client connections per process (`MAX_CONNECTIONS`, 20000); connections over the
+    /// limit are closed at once.
+    pub max_connections: usize,
+    /// The largest request body (`MAX_REQUEST_BODY_BYTES`, 10 MiB; 0 = no limit): a declared
+    /// length over it gets 413 before anything is read, a streamed body is cut off there.
+    pub max_body_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: 65536,
+            max_headers: 100,
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 20_000,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
 }
 
 impl ServerConfig {
@@ -62,6 +96,22 @@ impl ServerConfig {
         let connect_s = parse("UPSTREAM_CONNECT_TIMEOUT_SECONDS", "10");
         let hops_s = parse("TRUSTED_PROXY_HOPS", "0");
         let metrics_addr_s = parse("METRICS_ADDR", "");
+        let mut limits = Limits::default();
+        let mut number = |name: &str, default: u64, min: u64| -> u64 {
+            let v = parse(name, &default.to_string());
+            match v.trim().parse::<u64>() {
+                Ok(n) if n >= min => n,
+                _ => {
+                    errors.push(format!("{name}={v:?} is not a whole number of at least {min}"));
+                    default
+                }
+            }
+        };
+        limits.max_header_bytes = usize::try_from(number("MAX_HEADER_BYTES", 65536, 8192)).unwrap_or(65536);
+        limits.max_headers = usize::try_from(number("MAX_HEADERS", 100, 1)).unwrap_or(100);
+        limits.header_read_timeout = Duration::from_secs(number("HEADER_READ_TIMEOUT_SECONDS", 10, 1));
+        limits.max_connections = usize::try_from(number("MAX_CONNECTIONS", 20_000, 1)).unwrap_or(20_000);
+        limits.max_body_bytes = number("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, 0);
         let metrics_path_s = parse("METRICS_PATH", "");
 
         let host = host_s.parse::<IpAddr>().unwrap_or_else(|_| {
@@ -127,6 +177,7 @@ impl ServerConfig {
             return Err(errors);
         }
         Ok(ServerConfig {
+            limits,
             metrics_addr,
             metrics_path,
             host,
@@ -221,6 +272,9 @@ struct App<G: Gateway> {
     router: Router,
     metrics: Option<&'static crate::metrics::Metrics>,
     metrics_path: Option<String>,
+    /// Permits for open client connections (shared by every worker).
+    connections: Arc<tokio::sync::Semaphore>,
+    max_body_bytes: u64,
 }
 
 /// Entry point of a generated gateway's `main`.
@@ -357,29 +411,92 @@ async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// Applies the default request-body limit: a declared length over `max` is refused before
+/// anything is read (hyper holds HTTP/1 bodies to their declared length); a body without one
+/// is cut off after `max` bytes, which the proxy answers with 413.
+fn limit_body(req: http::Request<Body>, max: u64) -> Result<http::Request<Body>, Problem> {
+    use http_body::Body as _;
+    if max == 0 || req.body().is_end_stream() {
+        return Ok(req);
+    }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max => Err(Problem::new(StatusCode::PAYLOAD_TOO_LARGE).with_detail(format!("the request body is larger than {max} bytes"))),
+        Some(_) => Ok(req),
+        None => {
+            let max = usize::try_from(max).unwrap_or(usize::MAX);
+            Ok(req.map(|b| Body::new(http_body_util::Limited::new(b, max))))
+        }
+    }
+}
+
+/// The HTTP/1 and HTTP/2 connection settings, limits included.
+fn connection_builder(limits: &Limits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256);
+    b
+}
+
 /// Serves one listener until `stop`, then drains its connections (at most the shutdown
 /// timeout).
+///
+/// Each accepted connection takes a permit of the process-wide connection limit (over it, the
+/// connection is closed at once, as nginx does when `worker_connections` run out) and is
+/// served by hyper directly: requests go straight to [`dispatch`], with no router layer in
+/// between.
 async fn serve_listener<G: Gateway>(
     app: &'static App<G>,
     listener: tokio::net::TcpListener,
     config: &ServerConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let router = axum::Router::new().fallback(dispatch::<G>).with_state(app);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let graceful = async move {
-        stop.await;
-        let _ = stop_tx.send(true);
-    };
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(graceful);
-    let timeout = config.shutdown_timeout;
-    let deadline = async move {
-        stopped(stop_rx).await;
-        tokio::time::sleep(timeout).await;
-    };
+    let builder = connection_builder(&config.limits);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    crate::ratelimit::warn_throttled("accepting a connection failed", &e);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = app.connections.clone().try_acquire_owned() else {
+            crate::ratelimit::warn_throttled("connection limit reached (MAX_CONNECTIONS); closing new connections", &"over the limit");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            async move { Ok::<_, std::convert::Infallible>(dispatch::<G>(State(app), req).await) }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            // Errors here are client-side (reset, malformed request answered by hyper).
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
     tokio::select! {
-        r = server => r.map_err(|e| format!("server error: {e}")),
-        () = deadline => {
+        () = graceful.shutdown() => Ok(()),
+        () = tokio::time::sleep(config.shutdown_timeout) => {
             tracing::warn!("shutdown timeout reached; closing remaining connections");
             Ok(())
         }
@@ -401,36 +518,13 @@ pub async fn serve<G: Gateway>(
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(gateway = G::NAME, routes = G::ROUTES.len(), "listening on http://{local}");
 
-    let router = axum::Router::new().fallback(dispatch::<G>).with_state(app);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let graceful = async move {
+    let stop = async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
-        let _ = stop_tx.send(true);
     };
-    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(graceful);
-    let deadline = async move {
-        let mut rx = stop_rx;
-        while !*rx.borrow() {
-            if rx.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-        tokio::time::sleep(config.shutdown_timeout).await;
-    };
-    let drained = async {
-        let r = server.await.map_err(|e| format!("server error: {e}"));
-        app.runtime.background.drained().await;
-        r
-    };
-    tokio::select! {
-        r = drained => r,
-        () = deadline => {
-            tracing::warn!("shutdown timeout reached; closing remaining connections");
-            Ok(())
-        }
-    }
+    let r = serve_listener::<G>(app, listener, &config, stop).await;
+    let _ = tokio::time::timeout(config.shutdown_timeout, app.runtime.background.drained()).await;
+    r
 }
 
 /// Builds the axum router of a gateway without binding (for in-process tests).
@@ -452,7 +546,9 @@ fn build<G: Gateway>(gateway: G, config: &ServerConfig) -> Result<&'static App<G
     };
     let metrics = (config.metrics_addr.is_some() || config.metrics_path.is_some()).then(|| crate::metrics::enable(G::NAME, G::ROUTE_INFO));
     let metrics_path = config.metrics_path.clone();
-    Ok(Box::leak(Box::new(App { gateway, hooks, runtime, router, metrics, metrics_path })))
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections.min(tokio::sync::Semaphore::MAX_PERMITS)));
+    let max_body_bytes = config.limits.max_body_bytes;
+    Ok(Box::leak(Box::new(App { gateway, hooks, runtime, router, metrics, metrics_path, connections, max_body_bytes })))
 }
 
 /// Serves `GET /metrics` on its own listener until `stop` turns true.
@@ -483,7 +579,10 @@ async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: http::Req
     let in_flight = app.metrics.map(|m| m.start());
     let mut matched: Option<&'static RouteInfo> = None;
     let mut route_label = "";
-    let mut resp = route::<G>(app, req, &request_id, &mut route_label, &mut matched).await;
+    let mut resp = match limit_body(req, app.max_body_bytes) {
+        Ok(req) => route::<G>(app, req, &request_id, &mut route_label, &mut matched).await,
+        Err(p) => app.runtime.format_problem(p, &path, &request_id),
+    };
     if let Some(m) = app.metrics {
         m.finish(matched.map(|r| r.index), resp.status().as_u16(), started.elapsed());
     }

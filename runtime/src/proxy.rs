@@ -37,6 +37,9 @@ pub struct UpstreamConfig {
     pub pool_idle_timeout: Duration,
     /// How many proxies in front of the gateway are trusted to set `X-Forwarded-*`.
     pub trusted_proxy_hops: usize,
+    /// Certificate authorities trusted for HTTPS upstreams besides the platform's
+    /// (`UPSTREAM_CA_FILE`: PEM, for private upstreams).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for UpstreamConfig {
@@ -46,6 +49,7 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(10),
             pool_idle_timeout: Duration::from_secs(90),
             trusted_proxy_hops: 0,
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -53,7 +57,7 @@ impl Default for UpstreamConfig {
 /// The pooled upstream client shared by every route.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
     config: UpstreamConfig,
 }
 
@@ -63,7 +67,16 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.enforce_http(true);
+        connector.enforce_http(false);
+        // HTTPS with rustls: the platform's roots plus UPSTREAM_CA_FILE; HTTP/2 when the
+        // upstream offers it through ALPN, HTTP/1.1 otherwise; plain http passes through.
+        let tls = tls_config(&config.extra_roots);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout)
             .pool_max_idle_per_host(1024)
@@ -157,6 +170,50 @@ impl Upstream {
     }
 }
 
+/// The platform's root certificates, read once per process.
+fn native_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
+    static ROOTS: std::sync::OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        if let Some(e) = found.errors.first() {
+            tracing::warn!(error = %e, "some platform root certificates could not be read");
+        }
+        found.certs
+    })
+}
+
+/// The TLS settings for upstreams: TLS 1.2 and 1.3, ALPN h2 and http/1.1.
+fn tls_config(extra: &[rustls::pki_types::CertificateDer<'static>]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, ignored) = roots.add_parsable_certificates(native_roots().iter().cloned());
+    tracing::debug!(added, ignored, "platform root certificates");
+    for cert in extra {
+        if let Err(e) = roots.add(cert.clone()) {
+            tracing::warn!(error = %e, "a certificate of UPSTREAM_CA_FILE is not a usable trust anchor");
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = match rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions() {
+        Ok(b) => b,
+        // aws-lc-rs supports TLS 1.2 and 1.3, so this cannot happen.
+        Err(e) => panic!("the TLS provider supports no default protocol version: {e}"),
+    };
+    builder.with_root_certificates(roots).with_no_client_auth()
+}
+
+/// Reads the PEM certificates of `UPSTREAM_CA_FILE`.
+pub fn read_ca_file(path: &str) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let certs: Result<Vec<_>, _> = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("UPSTREAM_CA_FILE={path:?} cannot be read: {e}"))?
+        .collect();
+    let certs = certs.map_err(|e| format!("UPSTREAM_CA_FILE={path:?} is not valid PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("UPSTREAM_CA_FILE={path:?} contains no certificate"));
+    }
+    Ok(certs)
+}
+
 /// Renders a problem for the request in `cx`.
 pub fn problem_response(problem: Problem, cx: &Context) -> Response {
     cx.problem(problem)
@@ -167,9 +224,8 @@ fn parse_upstream_uri(url: &str) -> Result<Uri, Problem> {
         .parse()
         .map_err(|_| Problem::internal("the upstream URL built for this route is not a valid URL"))?;
     match uri.scheme_str() {
-        Some("http") if uri.authority().is_some() => Ok(uri),
-        Some("https") => Err(Problem::bad_gateway("HTTPS upstreams are not supported by this gateway build")),
-        _ => Err(Problem::internal("the upstream URL built for this route is not an absolute http URL")),
+        Some("http" | "https") if uri.authority().is_some() => Ok(uri),
+        _ => Err(Problem::internal("the upstream URL built for this route is not an absolute http(s) URL")),
     }
 }
 

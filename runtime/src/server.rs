@@ -96,6 +96,14 @@ impl ServerConfig {
         let connect_s = parse("UPSTREAM_CONNECT_TIMEOUT_SECONDS", "10");
         let hops_s = parse("TRUSTED_PROXY_HOPS", "0");
         let metrics_addr_s = parse("METRICS_ADDR", "");
+        let ca_file_s = parse("UPSTREAM_CA_FILE", "");
+        let extra_roots = match ca_file_s.trim() {
+            "" => Vec::new(),
+            path => crate::proxy::read_ca_file(path).unwrap_or_else(|e| {
+                errors.push(e);
+                Vec::new()
+            }),
+        };
         let mut limits = Limits::default();
         let mut number = |name: &str, default: u64, min: u64| -> u64 {
             let v = parse(name, &default.to_string());
@@ -185,7 +193,7 @@ impl ServerConfig {
             worker_threads,
             shutdown_timeout,
             access_log,
-            upstream: UpstreamConfig { timeout, connect_timeout, trusted_proxy_hops, ..UpstreamConfig::default() },
+            upstream: UpstreamConfig { timeout, connect_timeout, trusted_proxy_hops, extra_roots, ..UpstreamConfig::default() },
         })
     }
 }

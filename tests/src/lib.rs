@@ -64,6 +64,8 @@ pub struct Seen {
     pub headers: HashMap<String, String>,
     /// The body.
     pub body: Bytes,
+    /// The HTTP version (`HTTP/1.1`, `HTTP/2.0`).
+    pub version: String,
 }
 
 impl Seen {
@@ -102,7 +104,20 @@ impl Upstream {
         Self::start_full(name, 0, Some(Bytes::from(body.to_owned()))).await
     }
 
+    /// Starts an HTTPS upstream (HTTP/2 and HTTP/1.1 through ALPN) with a certificate for
+    /// `localhost` and 127.0.0.1 issued by a fresh test CA; returns it with the CA's PEM.
+    pub async fn start_tls(name: &str) -> (Upstream, String) {
+        let (tls, ca_pem) = test_tls_config();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+        let up = Self::start_inner(name, 0, None, Some(acceptor)).await;
+        (up, ca_pem)
+    }
+
     async fn start_full(name: &str, port: u16, fixed: Option<Bytes>) -> Upstream {
+        Self::start_inner(name, port, fixed, None).await
+    }
+
+    async fn start_inner(name: &str, port: u16, fixed: Option<Bytes>, tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -113,11 +128,21 @@ impl Upstream {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { break };
                 let (s, r, f, n, x) = (s.clone(), r.clone(), f.clone(), n.clone(), fixed.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| answer(req, s.clone(), r.clone(), f.clone(), n.clone(), x.clone()));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acceptor) => {
+                            // A failed handshake (an untrusting client) just ends the connection.
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -148,6 +173,33 @@ impl Upstream {
     pub async fn first_chunk_arrived(&self) {
         self.first_chunk.notified().await;
     }
+}
+
+/// A server configuration for `localhost`/127.0.0.1 signed by a fresh CA, and the CA in PEM.
+fn test_tls_config() -> (rustls::ServerConfig, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "specgate test CA");
+    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+    let mut leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
+    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf certificate");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .expect("server certificate");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    (config, ca_cert.pem())
 }
 
 impl Drop for Upstream {
@@ -194,7 +246,7 @@ async fn answer(
         }
     }
     if let Ok(mut s) = seen.lock() {
-        s.push(Seen { method: parts.method.to_string(), target, headers, body: Bytes::from(collected) });
+        s.push(Seen { method: parts.method.to_string(), target, headers, body: Bytes::from(collected), version: format!("{:?}", parts.version) });
     }
 
     if let Some(body) = fixed {

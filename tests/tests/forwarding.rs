@@ -324,3 +324,44 @@ async fn open_api_spec_handler_serves_the_public_document() {
     assert!(head.body.is_empty());
     assert_eq!(s.users.seen().len() + s.orders.seen().len() + s.catalog.seen().len(), 0, "served by the gateway itself");
 }
+
+#[tokio::test]
+async fn https_upstreams_with_a_private_ca_and_http2() {
+    let (tls, ca_pem) = Upstream::start_tls("secure").await;
+    let dir = std::env::temp_dir().join(format!("specgate-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).expect("write CA");
+    let base = format!("https://localhost:{}", tls.addr.port());
+    let s = setup(&[("USERS_URL", base.clone()), ("UPSTREAM_CA_FILE", ca_file.display().to_string())]).await;
+    let r = send("POST", &s.gw.url("/api/users?x=1"), &[("content-type", "application/json")], r#"{"name":"Ada"}"#)
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["upstream"], "secure");
+    let seen = tls.last();
+    assert_eq!(seen.target, "/users?x=1");
+    assert_eq!(seen.body, Bytes::from(r#"{"name":"Ada"}"#));
+    assert_eq!(seen.version, "HTTP/2.0", "HTTP/2 is used when the upstream offers it");
+
+    // Without the CA the certificate is not trusted: 502, and nothing reached the upstream.
+    let before = tls.seen().len();
+    let untrusting = setup(&[("USERS_URL", base)]).await;
+    let r = get(&untrusting.gw.url("/api/users")).await.expect("request");
+    assert_eq!(r.status, 502);
+    assert_eq!(tls.seen().len(), before);
+
+    // A CA file that is not PEM stops start-up with a message.
+    std::fs::write(dir.join("bad.pem"), "not a certificate").expect("write");
+    let out = std::process::Command::new(gateway_binary("multi-backend"))
+        .env("USERS_URL", "http://127.0.0.1:1")
+        .env("ORDERS_URL", "http://127.0.0.1:1")
+        .env("CATALOG_URL", "http://127.0.0.1:1")
+        .env("PORT", "0")
+        .env("UPSTREAM_CA_FILE", dir.join("bad.pem"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UPSTREAM_CA_FILE"), "{}", String::from_utf8_lossy(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -233,7 +233,7 @@ pub const BUILTINS: &[Builtin] = &[
             opt("headerMode", Enum(&["none", "retry-after"]), false, "send Retry-After on 429 (default retry-after)"),
             opt("mode", Enum(&["strict", "async"]), false, "wait for the shared store (strict) or not (async)"),
             opt("throwOnFailure", Bool, false, "answer 503 when the shared store is unreachable (default: let requests through)"),
-            opt("rateLimitHeaders", Bool, false, "send the IETF RateLimit and RateLimit-Policy headers on 429"),
+            opt("rateLimitHeaders", Bool, false, "send the IETF RateLimit and RateLimit-Policy headers (on 429s and admitted responses)"),
         ],
     ),
     builtin(

@@ -17,7 +17,15 @@ async fn per_ip_limit_with_retry_after_that_is_never_early() {
     let api = Upstream::start("api").await;
     let gw = gateway(&api, &[]).await;
     for i in 0..5 {
-        assert_eq!(get(&gw.url("/limited/ip")).await.expect("request").status, 200, "request {i}");
+        let r = get(&gw.url("/limited/ip")).await.expect("request");
+        assert_eq!(r.status, 200, "request {i}");
+        // Admitted responses (here the upstream's) carry the limit and what is left of it; t is
+        // the seconds until the oldest counted request leaves the 3 s window.
+        assert_eq!(r.header("ratelimit-policy"), Some("\"per-ip\";q=5;w=3"), "request {i}");
+        let state = r.header("ratelimit").unwrap_or_default();
+        assert!(state.starts_with(&format!("\"per-ip\";r={};t=", 4 - i)), "request {i}: {state}");
+        let t: u64 = state.rsplit("t=").next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        assert!((1..=3).contains(&t), "{state}");
     }
     let r = get(&gw.url("/limited/ip")).await.expect("request");
     assert_eq!(r.status, 429);

@@ -54,6 +54,10 @@ pub struct Decision {
     /// When rejected: how long until a request of this key would be admitted (zero when
     /// allowed).
     pub retry_after: Duration,
+    /// How long until the count of this key next goes down: when the oldest request still
+    /// counted leaves the window (a sliding log has no single reset instant; this is the
+    /// soonest moment `remaining` grows). When rejected, equal to `retry_after`.
+    pub reset: Duration,
 }
 
 /// Why a limiter could not decide.

@@ -28,6 +28,7 @@
 //! skewed clocks still agree.
 
 mod memory;
+pub mod quota;
 mod redis;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -92,6 +92,16 @@ impl RedisLimiter {
         })
     }
 
+    /// The connection, for other counters that share the limiter's Redis.
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The per-call timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Checks and, when admitted, counts one request of `key` in Redis.
     pub async fn check(&self, key: &str, limit: u64, window: Duration) -> Result<Decision, LimitError> {
         let window_us = window_micros(limit, window)?;
@@ -135,7 +145,7 @@ impl RedisLimiter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::process::{Child, Command, Stdio};
 
     use super::*;
@@ -145,11 +155,11 @@ mod tests {
     use crate::ratelimit::Limiter;
 
     /// A throwaway `redis-server` on `port`, killed when dropped.
-    struct Server(Child);
+    pub(crate) struct Server(Child);
 
     impl Server {
         /// `None` when redis-server cannot be started (the test then says so and skips).
-        async fn start(port: u16) -> Option<Server> {
+        pub(crate) async fn start(port: u16) -> Option<Server> {
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .stdout(Stdio::null())
@@ -173,7 +183,7 @@ mod tests {
             None
         }
 
-        fn stop(&mut self) {
+        pub(crate) fn stop(&mut self) {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
@@ -185,11 +195,11 @@ mod tests {
         }
     }
 
-    fn free_port() -> u16 {
+    pub(crate) fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
     }
 
-    fn url(port: u16) -> String {
+    pub(crate) fn url(port: u16) -> String {
         format!("redis://127.0.0.1:{port}/")
     }
 

@@ -29,7 +29,7 @@
 
 mod memory;
 pub mod quota;
-mod redis;
+pub(crate) mod redis;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

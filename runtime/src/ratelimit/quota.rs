@@ -198,6 +198,11 @@ impl MemoryQuota {
         self.len() == 0
     }
 
+    /// [`QuotaStore::add`] without waiting (an empty `increments` only reads and rolls).
+    pub fn add_now(&self, key: &str, period: Period, anchor: Option<i64>, now: i64, increments: &[(String, u64)]) -> Usage {
+        self.update(key, period, anchor, now, increments)
+    }
+
     fn update(&self, key: &str, period: Period, anchor: Option<i64>, now: i64, increments: &[(String, u64)]) -> Usage {
         let i = (self.hasher.hash_one(key) % SHARDS as u64) as usize;
         let mut shard = self.shards[i].lock().unwrap_or_else(PoisonError::into_inner);

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::StatusCode;
 use http::header::{HeaderValue, RETRY_AFTER};
@@ -428,6 +428,7 @@ impl Inbound for QuotaInbound {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicI64, Ordering};
+    use std::time::Duration;
 
     use serde_json::json;
 

@@ -279,10 +279,10 @@ impl RateLimitInbound {
         if self.header_mode == HeaderMode::RetryAfter {
             p = p.with_header(RETRY_AFTER, HeaderValue::from(retry));
         }
-        if self.rate_limit_headers {
-            if let Some((policy, state)) = self.header_values(decision, limit, window) {
-                p = p.with_header(HeaderName::from_static("ratelimit-policy"), policy).with_header(HeaderName::from_static("ratelimit"), state);
-            }
+        if self.rate_limit_headers
+            && let Some((policy, state)) = self.header_values(decision, limit, window)
+        {
+            p = p.with_header(HeaderName::from_static("ratelimit-policy"), policy).with_header(HeaderName::from_static("ratelimit"), state);
         }
         p
     }
@@ -343,11 +343,11 @@ impl Inbound for RateLimitInbound {
         };
         match result {
             Ok(d) if d.allowed => {
-                if self.rate_limit_headers {
-                    if let Some((policy, state)) = self.header_values(&d, limit, window) {
-                        cx.add_response_header(HeaderName::from_static("ratelimit-policy"), policy);
-                        cx.add_response_header(HeaderName::from_static("ratelimit"), state);
-                    }
+                if self.rate_limit_headers
+                    && let Some((policy, state)) = self.header_values(&d, limit, window)
+                {
+                    cx.add_response_header(HeaderName::from_static("ratelimit-policy"), policy);
+                    cx.add_response_header(HeaderName::from_static("ratelimit"), state);
                 }
                 Flow::Continue(req)
             }

@@ -377,7 +377,7 @@ fn check_type(ty: OptType, v: &Node) -> Result<(), (Span, String)> {
             if !matches!(v.kind, Kind::Object(_)) {
                 return bad(found());
             }
-            match v.entries().iter().find(|e| !e.value.as_u64().is_some_and(|n| n > 0)) {
+            match v.entries().iter().find(|e| e.value.as_u64().is_none_or(|n| n == 0)) {
                 Some(e) => Err((e.value.span, format!("; `{}` is {}", e.key, e.value.type_name()))),
                 None => Ok(()),
             }

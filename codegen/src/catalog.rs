@@ -38,6 +38,10 @@ pub enum OptType {
     ObjectArray,
     /// An array of strings or an object (checked at start-up).
     ArrayOrObject,
+    /// An object whose values are positive integers (`{"requests": 100}`).
+    Counts,
+    /// Status codes and ranges: `"200-299, 304"` or an array of codes.
+    StatusCodes,
 }
 
 impl OptType {
@@ -56,6 +60,8 @@ impl OptType {
             OptType::Object => "an object".into(),
             OptType::ObjectArray => "an array of objects".into(),
             OptType::ArrayOrObject => "an array or an object".into(),
+            OptType::Counts => "an object of positive integers, e.g. {\"requests\": 100}".into(),
+            OptType::StatusCodes => "status codes and ranges like \"200-299, 304\", or an array of status codes".into(),
         }
     }
 }
@@ -233,7 +239,22 @@ pub const BUILTINS: &[Builtin] = &[
             opt("headerMode", Enum(&["none", "retry-after"]), false, "send Retry-After on 429 (default retry-after)"),
             opt("mode", Enum(&["strict", "async"]), false, "wait for the shared store (strict) or not (async)"),
             opt("throwOnFailure", Bool, false, "answer 503 when the shared store is unreachable (default: let requests through)"),
-            opt("rateLimitHeaders", Bool, false, "send the IETF RateLimit and RateLimit-Policy headers on 429"),
+            opt("rateLimitHeaders", Bool, false, "send the IETF RateLimit and RateLimit-Policy headers (on 429s and admitted responses)"),
+        ],
+    ),
+    builtin(
+        "QuotaInboundPolicy",
+        "quota-inbound",
+        "QuotaInbound",
+        Inbound,
+        &[
+            opt("period", Enum(&["hourly", "daily", "weekly", "monthly"]), true, "the length of a quota cycle"),
+            opt("quotaBy", Enum(&["user", "function"]), true, "what a quota belongs to"),
+            opt("quotaAnchorMode", Enum(&["first-api-call", "function"]), false, "where cycles start (default first-api-call)"),
+            opt("allowances", Counts, false, "allowance per meter and cycle, e.g. {\"requests\": 1000}"),
+            opt("quotaOnStatusCodes", StatusCodes, false, "which response statuses are counted (default \"200-299\")"),
+            opt("identifier", Object, false, "{module, getQuotaDetailExport, getAnchorDateExport}: the custom functions"),
+            opt("throwOnFailure", Bool, false, "answer 503 when the shared store is unreachable (default: let requests through)"),
         ],
     ),
     builtin(
@@ -390,7 +411,6 @@ pub const BUILTINS: &[Builtin] = &[
 /// Exports of Zuplo built-ins that this version does not implement yet.
 pub const NOT_YET: &[&str] = &[
     "ComplexRateLimitInboundPolicy",
-    "QuotaInboundPolicy",
     "RequestValidationInboundPolicy",
     "ValidateJsonSchemaInbound",
     "CachingInboundPolicy",

@@ -10,6 +10,7 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote};
 
 use crate::model::{Handler, Project, Route};
+use crate::modules::Role;
 use crate::policies::PolicyKind;
 use crate::pattern::{Matcher, PartDef, SegDef};
 use crate::template::{Expr, Part, Place, Template, UrlPiece};
@@ -458,16 +459,26 @@ impl PolicyFields {
                 let field = if per_route { format_ident!("{}_r{}", base, r) } else { Ident::new(&base, Span::call_site()) };
                 let name = &def.name;
                 let (ty, init, doc) = match &def.kind {
-                    PolicyKind::Builtin { spec, options, identifier } => {
+                    PolicyKind::Builtin { spec, options, functions } => {
                         let ty: TokenStream = format!("::specgate_runtime::policies::{}", spec.rust_type).parse().unwrap_or_default();
-                        let init = if let Some((module, export, _)) = identifier {
-                            let f = module_fn(&module.rust_path, export);
-                            quote! {
-                                env.policy::<#ty>(#name, #options).map(|p| {
-                                    p.with_identifier(::specgate_runtime::policies::rate_limit_identifier(|req, cx| {
+                        let init = if !functions.is_empty() {
+                            // Each function is wrapped as the runtime's boxed closure type, the
+                            // policy name captured (user functions take it as an argument).
+                            let wire = functions.iter().map(|pf| {
+                                let f = module_fn(&pf.module.rust_path, &pf.export);
+                                let (method, wrap) = match pf.role {
+                                    Role::QuotaDetail => (quote! { with_quota_detail }, quote! { quota_detail_fn }),
+                                    Role::QuotaAnchorDate => (quote! { with_anchor_date }, quote! { quota_anchor_fn }),
+                                    _ => (quote! { with_identifier }, quote! { rate_limit_identifier }),
+                                };
+                                quote! {
+                                    .#method(::specgate_runtime::policies::#wrap(|req, cx| {
                                         ::std::boxed::Box::pin(#f(req, cx, #name))
                                     }))
-                                })
+                                }
+                            });
+                            quote! {
+                                env.policy::<#ty>(#name, #options).map(|p| p #(#wire)*)
                             }
                         } else if per_route {
                             let consts = format_ident!("EXAMPLES_R{}", r);

@@ -14,6 +14,12 @@ pub enum Role {
     Handler,
     /// The `identifier` function of rate-limit-inbound.
     RateLimitIdentifier,
+    /// The `identifier` function of complex-rate-limit-inbound (same signature).
+    ComplexRateLimitIdentifier,
+    /// The `getQuotaDetail` function of quota-inbound.
+    QuotaDetail,
+    /// The `getAnchorDate` function of quota-inbound.
+    QuotaAnchorDate,
 }
 
 /// A resolved `$import(./modules/...)`.
@@ -125,8 +131,14 @@ pub fn signature(role: Role, export: &str) -> String {
             "pub async fn {f}(response: Response, request: &RequestHead, context: &mut Context, options: &Value, policy_name: &str) -> Response"
         ),
         Role::Handler => format!("pub async fn {f}(request: Request, context: &mut Context) -> Response"),
-        Role::RateLimitIdentifier => format!(
+        Role::RateLimitIdentifier | Role::ComplexRateLimitIdentifier => format!(
             "pub async fn {f}(request: &RequestHead, context: &Context, policy_name: &str) -> Option<specgate_runtime::policies::RateLimitKey>"
+        ),
+        Role::QuotaDetail => format!(
+            "pub async fn {f}(request: &RequestHead, context: &Context, policy_name: &str) -> Option<specgate_runtime::policies::QuotaDetail>"
+        ),
+        Role::QuotaAnchorDate => format!(
+            "pub async fn {f}(request: &RequestHead, context: &Context, policy_name: &str) -> Option<std::time::SystemTime>"
         ),
     }
 }
@@ -161,8 +173,15 @@ pub fn stub_source(m: &ModuleRef, exports: &[(String, Role)]) -> String {
                 "pub async fn {f}(_request: Request, context: &mut Context) -> Response {{\n    specgate_runtime::handlers::not_implemented(context, {module:?})\n}}\n"
             ),
             // A stub identifier limits nothing: the route works, unlimited, until it is written.
-            Role::RateLimitIdentifier => format!(
+            Role::RateLimitIdentifier | Role::ComplexRateLimitIdentifier => format!(
                 "pub async fn {f}(_request: &RequestHead, _context: &Context, _policy_name: &str) -> Option<specgate_runtime::policies::RateLimitKey> {{\n    None\n}}\n"
+            ),
+            // A stub quota key function limits nothing either; a stub anchor anchors at the first call.
+            Role::QuotaDetail => format!(
+                "pub async fn {f}(_request: &RequestHead, _context: &Context, _policy_name: &str) -> Option<specgate_runtime::policies::QuotaDetail> {{\n    None\n}}\n"
+            ),
+            Role::QuotaAnchorDate => format!(
+                "pub async fn {f}(_request: &RequestHead, _context: &Context, _policy_name: &str) -> Option<std::time::SystemTime> {{\n    None\n}}\n"
             ),
         };
         s.push('\n');

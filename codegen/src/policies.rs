@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::catalog::{self, Builtin, OptType, Side};
 use crate::diag::{Diagnostics, Files, Location};
-use crate::modules::{self, ModuleRef};
+use crate::modules::{self, ModuleRef, Role};
 use crate::source::{Kind, Node, Span};
 
 /// The module of the built-in handlers and policies.
@@ -32,9 +32,9 @@ pub enum PolicyKind {
         spec: &'static Builtin,
         /// Options as JSON text.
         options: String,
-        /// A custom function the policy calls (`identifier` of rate-limit-inbound), with where
-        /// its module is written.
-        identifier: Option<(ModuleRef, String, Location)>,
+        /// Custom functions the policy calls (`identifier` of the rate-limit and quota
+        /// policies).
+        functions: Vec<PolicyFn>,
     },
     /// `composite-inbound` / `composite-outbound`.
     Composite {
@@ -56,6 +56,19 @@ pub enum PolicyKind {
     },
     /// Errors were reported; the name stays defined so routes do not get extra errors.
     Invalid,
+}
+
+/// A custom function a built-in policy calls.
+#[derive(Debug, Clone)]
+pub struct PolicyFn {
+    /// The module.
+    pub module: ModuleRef,
+    /// The export.
+    pub export: String,
+    /// What it is used as (decides its signature and how it is wired in).
+    pub role: Role,
+    /// Where the module reference is.
+    pub at: Location,
 }
 
 /// Every policy by name, in file order.
@@ -197,35 +210,104 @@ fn policy_kind(root: &Path, file: usize, name: &str, item: &Node, diags: &mut Di
             .help(format!("supported built-ins: {}, CompositeInboundPolicy, CompositeOutboundPolicy; or custom code from $import(./modules/...)", supported.join(", ")));
         return PolicyKind::Invalid;
     };
-    let identifier = match options.get("identifier") {
-        None => None,
-        Some(id) => {
-            let export = id.get("export").and_then(Node::as_str);
-            let module = id.get("module").and_then(Node::as_str);
-            match (export, module) {
-                (Some(e), Some(m)) => match modules::resolve(root, m) {
-                    Ok(r) => Some((r, e.to_owned(), at(file, id.get("module").map_or(id.span, |n| n.span)))),
-                    Err(msg) => {
-                        diags.error(at(file, id.span), msg);
+    let functions = if spec.export == "QuotaInboundPolicy" {
+        match quota_functions(root, file, options, diags) {
+            Some(f) => f,
+            None => return PolicyKind::Invalid,
+        }
+    } else {
+        match options.get("identifier") {
+            None => Vec::new(),
+            Some(id) => {
+                let export = id.get("export").and_then(Node::as_str);
+                let module = id.get("module").and_then(Node::as_str);
+                match (export, module) {
+                    (Some(e), Some(m)) => match modules::resolve(root, m) {
+                        Ok(r) => {
+                            let role = if spec.export == "ComplexRateLimitInboundPolicy" { Role::ComplexRateLimitIdentifier } else { Role::RateLimitIdentifier };
+                            vec![PolicyFn { module: r, export: e.to_owned(), role, at: at(file, id.get("module").map_or(id.span, |n| n.span)) }]
+                        }
+                        Err(msg) => {
+                            diags.error(at(file, id.span), msg);
+                            return PolicyKind::Invalid;
+                        }
+                    },
+                    _ => {
+                        diags.error(at(file, id.span), "`identifier` needs `export` and `module`")
+                            .help(r#"write "identifier": { "export": "byCustomer", "module": "$import(./modules/limits)" }"#);
                         return PolicyKind::Invalid;
                     }
-                },
-                _ => {
-                    diags.error(at(file, id.span), "`identifier` needs `export` and `module`")
-                        .help(r#"write "identifier": { "export": "byCustomer", "module": "$import(./modules/limits)" }"#);
-                    return PolicyKind::Invalid;
                 }
             }
         }
     };
-    if options.get("rateLimitBy").and_then(Node::as_str) == Some("function") && identifier.is_none() {
+    if options.get("rateLimitBy").and_then(Node::as_str) == Some("function") && functions.is_empty() {
         diags.error(at(file, options.span), "rateLimitBy \"function\" needs an `identifier` {export, module}");
         return PolicyKind::Invalid;
     }
     match check_options(spec, options, file, diags) {
-        Some(json) => PolicyKind::Builtin { spec, options: json, identifier },
+        Some(json) => PolicyKind::Builtin { spec, options: json, functions },
         None => PolicyKind::Invalid,
     }
+}
+
+/// The functions of a quota policy's `identifier` {module, getQuotaDetailExport,
+/// getAnchorDateExport}: the detail function when `quotaBy` is `function`, the anchor function
+/// when `quotaAnchorMode` is `function` (each export defaulting to Zuplo's name).
+fn quota_functions(root: &Path, file: usize, options: &Node, diags: &mut Diagnostics) -> Option<Vec<PolicyFn>> {
+    let by_fn = options.get("quotaBy").and_then(Node::as_str) == Some("function");
+    let anchor_fn = options.get("quotaAnchorMode").and_then(Node::as_str) == Some("function");
+    let Some(id) = options.get("identifier") else {
+        if by_fn || anchor_fn {
+            let which = if by_fn { "quotaBy" } else { "quotaAnchorMode" };
+            diags.error(at(file, options.span), format!("{which} \"function\" needs an `identifier` {{module, getQuotaDetailExport, getAnchorDateExport}}"))
+                .help(r#"write "identifier": { "module": "$import(./modules/quotas)", "getQuotaDetailExport": "getQuotaDetail" }"#);
+            return None;
+        }
+        return Some(Vec::new());
+    };
+    let field = |key: &str, diags: &mut Diagnostics| -> Result<Option<String>, ()> {
+        match id.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_str() {
+                Some(s) => Ok(Some(s.to_owned())),
+                None => {
+                    diags.error(at(file, v.span), format!("`identifier.{key}` must be a string, found {}", v.type_name()));
+                    Err(())
+                }
+            },
+        }
+    };
+    let module = field("module", diags).ok()?;
+    let detail = field("getQuotaDetailExport", diags).ok()?;
+    let anchor = field("getAnchorDateExport", diags).ok()?;
+    for e in id.entries() {
+        if !["module", "getQuotaDetailExport", "getAnchorDateExport"].contains(&e.key.as_str()) {
+            diags.warning(at(file, e.key_span), format!("unknown key `{}` of the quota `identifier`", e.key))
+                .help("known keys: module, getQuotaDetailExport, getAnchorDateExport");
+        }
+    }
+    let Some(module) = module else {
+        diags.error(at(file, id.span), "`identifier` needs `module`")
+            .help(r#"write "identifier": { "module": "$import(./modules/quotas)", "getQuotaDetailExport": "getQuotaDetail" }"#);
+        return None;
+    };
+    let module_at = at(file, id.get("module").map_or(id.span, |n| n.span));
+    let m = match modules::resolve(root, &module) {
+        Ok(m) => m,
+        Err(msg) => {
+            diags.error(module_at, msg);
+            return None;
+        }
+    };
+    let mut out = Vec::new();
+    if by_fn {
+        out.push(PolicyFn { module: m.clone(), export: detail.unwrap_or_else(|| "getQuotaDetail".to_owned()), role: Role::QuotaDetail, at: module_at });
+    }
+    if anchor_fn {
+        out.push(PolicyFn { module: m, export: anchor.unwrap_or_else(|| "getAnchorDate".to_owned()), role: Role::QuotaAnchorDate, at: module_at });
+    }
+    Some(out)
 }
 
 fn unknown_keys(options: &Node, known: &[&str], export: &str, file: usize, diags: &mut Diagnostics) {
@@ -291,6 +373,30 @@ fn check_type(ty: OptType, v: &Node) -> Result<(), (Span, String)> {
         },
         OptType::Object => if matches!(v.kind, Kind::Object(_)) { Ok(()) } else { bad(found()) },
         OptType::ArrayOrObject => if matches!(v.kind, Kind::Object(_) | Kind::Array(_)) { Ok(()) } else { bad(found()) },
+        OptType::Counts => {
+            if !matches!(v.kind, Kind::Object(_)) {
+                return bad(found());
+            }
+            match v.entries().iter().find(|e| e.value.as_u64().is_none_or(|n| n == 0)) {
+                Some(e) => Err((e.value.span, format!("; `{}` is {}", e.key, e.value.type_name()))),
+                None => Ok(()),
+            }
+        }
+        OptType::StatusCodes => {
+            let code = |n: u64| (100..=599).contains(&n);
+            if let Some(text) = v.as_str() {
+                let ok = text.split(',').map(str::trim).filter(|p| !p.is_empty()).all(|part| {
+                    let (a, b) = part.split_once('-').unwrap_or((part, part));
+                    matches!((a.trim().parse::<u64>(), b.trim().parse::<u64>()), (Ok(a), Ok(b)) if code(a) && code(b) && a <= b)
+                });
+                return if ok { Ok(()) } else { bad(format!(", found \"{text}\"")) };
+            }
+            let Kind::Array(items) = &v.kind else { return bad(found()) };
+            match items.iter().find(|i| !i.as_u64().is_some_and(code)) {
+                Some(i) => Err((i.span, format!("; this item is {}", i.type_name()))),
+                None => Ok(()),
+            }
+        }
         OptType::ObjectArray => {
             let Kind::Array(items) = &v.kind else { return bad(found()) };
             match items.iter().find(|i| !matches!(i.kind, Kind::Object(_))) {

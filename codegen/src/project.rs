@@ -859,8 +859,10 @@ fn check_modules(
                     PolicyKind::Custom { module, export, module_at, .. } => {
                         uses.push((module.clone(), export.clone(), role, *module_at));
                     }
-                    PolicyKind::Builtin { identifier: Some((module, export, module_at)), .. } => {
-                        uses.push((module.clone(), export.clone(), Role::RateLimitIdentifier, *module_at));
+                    PolicyKind::Builtin { functions, .. } => {
+                        for f in functions {
+                            uses.push((f.module.clone(), f.export.clone(), f.role, f.at));
+                        }
                     }
                     _ => {}
                 }

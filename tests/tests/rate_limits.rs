@@ -17,7 +17,15 @@ async fn per_ip_limit_with_retry_after_that_is_never_early() {
     let api = Upstream::start("api").await;
     let gw = gateway(&api, &[]).await;
     for i in 0..5 {
-        assert_eq!(get(&gw.url("/limited/ip")).await.expect("request").status, 200, "request {i}");
+        let r = get(&gw.url("/limited/ip")).await.expect("request");
+        assert_eq!(r.status, 200, "request {i}");
+        // Admitted responses (here the upstream's) carry the limit and what is left of it; t is
+        // the seconds until the oldest counted request leaves the 3 s window.
+        assert_eq!(r.header("ratelimit-policy"), Some("\"per-ip\";q=5;w=3"), "request {i}");
+        let state = r.header("ratelimit").unwrap_or_default();
+        assert!(state.starts_with(&format!("\"per-ip\";r={};t=", 4 - i)), "request {i}: {state}");
+        let t: u64 = state.rsplit("t=").next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        assert!((1..=3).contains(&t), "{state}");
     }
     let r = get(&gw.url("/limited/ip")).await.expect("request");
     assert_eq!(r.status, 429);
@@ -122,4 +130,75 @@ async fn two_replicas_share_exact_counts_through_redis() {
     }
     assert_eq!(statuses.last(), Some(&429), "limits apply again once Redis is back: {statuses:?}");
     drop(back);
+}
+
+/// quota-inbound per user: only listed statuses count, and over quota is a 429 whose
+/// Retry-After is the rest of the (daily) cycle that the first call anchored.
+#[tokio::test]
+async fn daily_quota_counts_listed_statuses_and_rejects_until_the_cycle_ends() {
+    let api = Upstream::start("api").await;
+    let gw = gateway(&api, &[]).await;
+    let call = async |user: &str, path: &str| {
+        let auth = format!("Basic {}", if user == "a" { "YTpwYQ==" } else { "YjpwYg==" });
+        send("GET", &gw.url(&format!("/quota/daily/{path}")), &[("authorization", &auth)], "").await.expect("request")
+    };
+    // Upstream failures are not counted ("200-299, 304"), however many.
+    for _ in 0..5 {
+        assert_eq!(call("a", "status/500").await.status, 500);
+    }
+    assert_eq!(call("a", "status/304").await.status, 304);
+    assert_eq!(call("a", "ok").await.status, 200);
+    assert_eq!(call("a", "status/201").await.status, 201);
+    let r = call("a", "ok").await;
+    assert_eq!(r.status, 429, "three counted requests use the daily allowance");
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    let retry: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After in seconds");
+    assert!((86_390..=86_400).contains(&retry), "the rest of a day anchored moments ago: {retry}");
+    assert!(r.text().contains("`requests` used 3 of 3"), "{}", r.text());
+    assert_eq!(call("b", "ok").await.status, 200, "user b has a quota of its own");
+    assert_eq!(api.seen().len(), 9, "rejected requests never reach the upstream");
+}
+
+/// quota-inbound by function with a custom meter set after the response by an outbound policy.
+#[tokio::test]
+async fn plan_quota_by_function_and_custom_meters() {
+    let api = Upstream::start("api").await;
+    let gw = gateway(&api, &[]).await;
+    let call = async |plan: Option<&str>, tokens: &str| {
+        let mut headers = vec![("x-tokens", tokens)];
+        if let Some(p) = plan {
+            headers.push(("x-plan", p));
+        }
+        send("GET", &gw.url("/quota/plan"), &headers, "").await.expect("request").status
+    };
+    // The free plan's own allowance: 2 requests.
+    assert_eq!([call(Some("free"), "0").await, call(Some("free"), "0").await, call(Some("free"), "0").await], [200, 200, 429]);
+    // The pro plan: 50 tokens; the request that crosses the allowance is admitted (its cost is
+    // known only afterwards), the next is not.
+    assert_eq!(call(Some("pro"), "30").await, 200);
+    assert_eq!(call(Some("pro"), "19").await, 200);
+    assert_eq!(call(Some("pro"), "10").await, 200);
+    assert_eq!(call(Some("pro"), "1").await, 429);
+    // No plan: no quota.
+    for _ in 0..4 {
+        assert_eq!(call(None, "100").await, 200);
+    }
+}
+
+/// Quotas in Redis are shared by replicas; counting happens after the response, in the
+/// background, so the test lets each count land before the next request.
+#[tokio::test]
+async fn two_replicas_share_a_quota_through_redis() {
+    let redis = RedisServer::start();
+    let api = Upstream::start("api").await;
+    let store = [("RATE_LIMIT_REDIS_URL", redis.url.clone())];
+    let a = gateway(&api, &store).await;
+    let b = gateway(&api, &store).await;
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        statuses.push(send("GET", &gw.url("/quota/plan"), &[("x-plan", "free")], "").await.expect("request").status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(statuses, [200, 200, 429, 429], "the free plan's 2 requests across both replicas");
 }

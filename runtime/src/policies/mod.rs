@@ -14,6 +14,7 @@ mod jwks;
 mod jwt;
 mod mock;
 mod query;
+mod quota;
 mod rate_limit;
 mod remove_headers;
 mod replace_string;
@@ -49,6 +50,10 @@ pub use remove_headers::{
 pub use rate_limit::{
     HeaderMode, Identifier, IdentifierFuture, IdentifierRef, RateLimitBy, RateLimitInbound, RateLimitInboundOptions,
     RateLimitKey, RateLimitMode, rate_limit_identifier,
+};
+pub use quota::{
+    Clock, QuotaAnchorFn, QuotaAnchorFuture, QuotaAnchorMode, QuotaBy, QuotaDetail, QuotaDetailFn, QuotaDetailFuture,
+    QuotaIdentifierRef, QuotaInbound, QuotaInboundOptions, StatusCodes, quota_anchor_fn, quota_detail_fn,
 };
 pub use replace_string::{ReplaceMode, ReplaceStringOptions, ReplaceStringOutbound};
 pub use request_edit::{

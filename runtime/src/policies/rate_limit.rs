@@ -3,9 +3,13 @@
 //! [`crate::ratelimit`] (in process, or in Redis when `RATE_LIMIT_REDIS_URL` is set).
 //!
 //! A request over the limit gets a 429 problem, with `Retry-After` (whole seconds, rounded up)
-//! unless `headerMode` is `none`, and with `rateLimitHeaders` also the `RateLimit-Policy` and
-//! `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers (structured-field form). An
-//! inbound policy never sees the response, so admitted requests carry no such headers.
+//! unless `headerMode` is `none`. With `rateLimitHeaders`, the 429 and the responses of
+//! admitted requests (whoever produces them, through [`Context::add_response_header`]) also
+//! carry the `RateLimit-Policy` and `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers
+//! in structured-field form: `"name";q=LIMIT;w=WINDOW_SECS` and `"name";r=REMAINING;t=SECS`.
+//! A sliding log has no window reset, so `t` is the number of seconds (rounded up) until the
+//! oldest request still counted leaves the window, the soonest moment `r` grows; on a 429 it
+//! equals `Retry-After`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -90,7 +94,7 @@ pub struct RateLimitInboundOptions {
     /// When the store cannot answer: 503 instead of letting the request through (default false).
     #[serde(default)]
     pub throw_on_failure: bool,
-    /// Add `RateLimit-Policy` and `RateLimit` to 429 responses (default false).
+    /// Add `RateLimit-Policy` and `RateLimit` to 429s and admitted responses (default false).
     #[serde(default)]
     pub rate_limit_headers: bool,
 }
@@ -275,17 +279,20 @@ impl RateLimitInbound {
         if self.header_mode == HeaderMode::RetryAfter {
             p = p.with_header(RETRY_AFTER, HeaderValue::from(retry));
         }
-        if self.rate_limit_headers {
-            let policy = format!("{};q={limit};w={}", self.sf_name, ceil_secs(window));
-            let state = format!("{};r={};t={retry}", self.sf_name, decision.remaining);
-            // Both are built from digits and a sanitized string, so they are valid values.
-            if let (Ok(policy), Ok(state)) = (HeaderValue::from_str(&policy), HeaderValue::from_str(&state)) {
-                p = p
-                    .with_header(HeaderName::from_static("ratelimit-policy"), policy)
-                    .with_header(HeaderName::from_static("ratelimit"), state);
-            }
+        if self.rate_limit_headers
+            && let Some((policy, state)) = self.header_values(decision, limit, window)
+        {
+            p = p.with_header(HeaderName::from_static("ratelimit-policy"), policy).with_header(HeaderName::from_static("ratelimit"), state);
         }
         p
+    }
+
+    /// `RateLimit-Policy` and `RateLimit` for a decision.
+    fn header_values(&self, decision: &Decision, limit: u64, window: Duration) -> Option<(HeaderValue, HeaderValue)> {
+        let policy = format!("{};q={limit};w={}", self.sf_name, ceil_secs(window));
+        let state = format!("{};r={};t={}", self.sf_name, decision.remaining, ceil_secs(decision.reset));
+        // Both are built from digits and a sanitized string, so they are valid values.
+        Some((HeaderValue::from_str(&policy).ok()?, HeaderValue::from_str(&state).ok()?))
     }
 }
 
@@ -335,7 +342,15 @@ impl Inbound for RateLimitInbound {
             RateLimitMode::Async => self.limiter.check_async(&key, limit, window),
         };
         match result {
-            Ok(d) if d.allowed => Flow::Continue(req),
+            Ok(d) if d.allowed => {
+                if self.rate_limit_headers
+                    && let Some((policy, state)) = self.header_values(&d, limit, window)
+                {
+                    cx.add_response_header(HeaderName::from_static("ratelimit-policy"), policy);
+                    cx.add_response_header(HeaderName::from_static("ratelimit"), state);
+                }
+                Flow::Continue(req)
+            }
             Ok(d) => {
                 tracing::debug!(request_id = %cx.request_id, policy = %self.name, retry_after = ?d.retry_after, "rate limited");
                 Flow::Problem(self.rejection(&d, limit, window))
@@ -423,6 +438,27 @@ mod tests {
         // After the window, admitted again.
         tokio::time::sleep(Duration::from_millis(650)).await;
         assert!(continued(p.on_request(get(), &mut cx).await).is_ok());
+    }
+
+    #[tokio::test]
+    async fn admitted_responses_carry_the_headers_too() {
+        let p = policy(json!({"rateLimitBy": "ip", "requestsAllowed": 3, "timeWindowMinutes": 1, "rateLimitHeaders": true}));
+        let mut cx = test_context();
+        for left in [2, 1, 0] {
+            assert!(continued(p.on_request(get(), &mut cx).await).is_ok());
+            // Whoever answers (here a handler's plain 200), the policy's headers are added.
+            let resp = cx.finish_response(crate::policies::test_util::response(200, &[], "ok"));
+            let h = |n: &str| resp.headers().get_all(n).iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+            assert_eq!(h("ratelimit-policy"), "\"test-policy\";q=3;w=60");
+            // 60 s window, first request moments ago: the oldest leaves in (59, 60] s.
+            assert_eq!(h("ratelimit"), format!("\"test-policy\";r={left};t=60"));
+        }
+        // Without the option: nothing added.
+        let p = policy(json!({"rateLimitBy": "ip", "requestsAllowed": 3, "timeWindowMinutes": 1}));
+        let mut cx = test_context();
+        assert!(continued(p.on_request(get(), &mut cx).await).is_ok());
+        let resp = cx.finish_response(crate::policies::test_util::response(200, &[], "ok"));
+        assert!(resp.headers().get("ratelimit").is_none() && resp.headers().get("ratelimit-policy").is_none());
     }
 
     #[tokio::test]

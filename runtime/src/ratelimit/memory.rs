@@ -145,7 +145,8 @@ impl MemoryLimiter {
             entry.log.pop_front();
         }
         if entry.blocked_until > now {
-            return Decision { allowed: false, remaining: 0, retry_after: Duration::from_micros(entry.blocked_until - now) };
+            let wait = Duration::from_micros(entry.blocked_until - now);
+            return Decision { allowed: false, remaining: 0, retry_after: wait, reset: wait };
         }
         let len = entry.log.len() as u64;
         if len < limit {
@@ -155,14 +156,18 @@ impl MemoryLimiter {
             if entry.log.len() < entry.log.capacity() / 4 {
                 entry.log.shrink_to_fit();
             }
-            return Decision { allowed: true, remaining: limit - len - 1, retry_after: Duration::ZERO };
+            // The oldest instant (possibly this one) leaves the window first.
+            let oldest = entry.log.front().copied().unwrap_or(t);
+            let reset = Duration::from_micros(oldest.saturating_add(window_us).saturating_sub(now));
+            return Decision { allowed: true, remaining: limit - len - 1, retry_after: Duration::ZERO, reset };
         }
         // The request fits once all but `limit - 1` recorded instants have left: the
         // `(len - limit)`-th oldest leaves at its instant + window. A limit lowered since
         // (dynamic limits) makes `len` exceed `limit`.
         let idx = usize::try_from(len - limit).unwrap_or(usize::MAX);
         let leaves = entry.log.get(idx).map_or(now, |&t| t.saturating_add(window_us));
-        Decision { allowed: false, remaining: 0, retry_after: Duration::from_micros(leaves.saturating_sub(now).max(1)) }
+        let wait = Duration::from_micros(leaves.saturating_sub(now).max(1));
+        Decision { allowed: false, remaining: 0, retry_after: wait, reset: wait }
     }
 }
 
@@ -182,6 +187,8 @@ mod tests {
             let d = l.check_at("k", 5, W, 1_000 + i * 100).unwrap_or_else(|e| panic!("{e}"));
             assert!(d.allowed);
             assert_eq!(d.remaining, 4 - i);
+            // The count first drops when the first instant (1 000) leaves.
+            assert_eq!(d.reset, Duration::from_micros(1_000 + W_US - (1_000 + i * 100)));
         }
         let d = l.check_at("k", 5, W, 2_000).unwrap_or_else(|e| panic!("{e}"));
         assert!(!d.allowed);

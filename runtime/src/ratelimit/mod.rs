@@ -28,7 +28,8 @@
 //! skewed clocks still agree.
 
 mod memory;
-mod redis;
+pub mod quota;
+pub(crate) mod redis;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -54,6 +55,10 @@ pub struct Decision {
     /// When rejected: how long until a request of this key would be admitted (zero when
     /// allowed).
     pub retry_after: Duration,
+    /// How long until the count of this key next goes down: when the oldest request still
+    /// counted leaves the window (a sliding log has no single reset instant; this is the
+    /// soonest moment `remaining` grows). When rejected, equal to `retry_after`.
+    pub reset: Duration,
 }
 
 /// Why a limiter could not decide.

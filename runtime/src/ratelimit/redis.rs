@@ -16,7 +16,8 @@ const PREFIX: &str = "specgate:ratelimit:";
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// KEYS[1] the key's sorted set; ARGV[1] limit, ARGV[2] window in µs, ARGV[3] a member unique
-/// to this request. Returns {admitted (0/1), remaining, µs until a request would be admitted}.
+/// to this request. Returns {admitted (0/1), remaining, µs until a request would be admitted,
+/// µs until the oldest counted request leaves the window}.
 const CHECK_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -27,12 +28,13 @@ local count = redis.call('ZCARD', KEYS[1])
 if count < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], math.floor(window / 1000) + 1000)
-  return {1, limit - count - 1, 0}
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {1, limit - count - 1, 0, tonumber(first[2]) + window - now}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], count - limit, count - limit, 'WITHSCORES')
 local wait = tonumber(oldest[2]) + window - now
 if wait < 1 then wait = 1 end
-return {0, 0, wait}
+return {0, 0, wait, wait}
 ";
 
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(CHECK_SCRIPT));
@@ -90,6 +92,16 @@ impl RedisLimiter {
         })
     }
 
+    /// The connection, for other counters that share the limiter's Redis.
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// The per-call timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Checks and, when admitted, counts one request of `key` in Redis.
     pub async fn check(&self, key: &str, limit: u64, window: Duration) -> Result<Decision, LimitError> {
         let window_us = window_micros(limit, window)?;
@@ -97,7 +109,7 @@ impl RedisLimiter {
         let mut call = SCRIPT.prepare_invoke();
         call.key(format!("{PREFIX}{key}")).arg(limit).arg(window_us).arg(member);
         let mut conn = self.conn.clone();
-        let (admitted, remaining, wait): (i64, i64, i64) = tokio::time::timeout(self.timeout, call.invoke_async(&mut conn))
+        let (admitted, remaining, wait, reset): (i64, i64, i64, i64) = tokio::time::timeout(self.timeout, call.invoke_async(&mut conn))
             .await
             .map_err(|_| LimitError::Unavailable("Redis did not answer in time".to_owned()))?
             .map_err(|e| LimitError::Unavailable(format!("Redis: {e}")))?;
@@ -105,6 +117,7 @@ impl RedisLimiter {
             allowed: admitted == 1,
             remaining: u64::try_from(remaining).unwrap_or(0),
             retry_after: Duration::from_micros(u64::try_from(wait).unwrap_or(0)),
+            reset: Duration::from_micros(u64::try_from(reset).unwrap_or(0)),
         })
     }
 
@@ -132,7 +145,7 @@ impl RedisLimiter {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::process::{Child, Command, Stdio};
 
     use super::*;
@@ -142,11 +155,11 @@ mod tests {
     use crate::ratelimit::Limiter;
 
     /// A throwaway `redis-server` on `port`, killed when dropped.
-    struct Server(Child);
+    pub(crate) struct Server(Child);
 
     impl Server {
         /// `None` when redis-server cannot be started (the test then says so and skips).
-        async fn start(port: u16) -> Option<Server> {
+        pub(crate) async fn start(port: u16) -> Option<Server> {
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .stdout(Stdio::null())
@@ -170,7 +183,7 @@ mod tests {
             None
         }
 
-        fn stop(&mut self) {
+        pub(crate) fn stop(&mut self) {
             let _ = self.0.kill();
             let _ = self.0.wait();
         }
@@ -182,11 +195,11 @@ mod tests {
         }
     }
 
-    fn free_port() -> u16 {
+    pub(crate) fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
     }
 
-    fn url(port: u16) -> String {
+    pub(crate) fn url(port: u16) -> String {
         format!("redis://127.0.0.1:{port}/")
     }
 
@@ -222,6 +235,7 @@ mod tests {
         for left in [1, 0] {
             let d = must(l.check("k", 2, w).await);
             assert!(d.allowed && d.remaining == left);
+            assert!(d.reset > Duration::ZERO && d.reset <= w, "{:?}", d.reset);
         }
         let d = must(l.check("k", 2, w).await);
         assert!(!d.allowed);

@@ -548,16 +548,18 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p2_partners.on_request(req, cx).await,
             cx,
+            "partners",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
         };
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p9_daily_quota.on_request(req, cx).await,
             cx,
+            "daily-quota",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -579,9 +581,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p10_plan_quota.on_request(req, cx).await,
             cx,
+            "plan-quota",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,

@@ -339,6 +339,25 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, p
                 }
             }
         }
+        Handler::WebSocket { pattern } => {
+            if pattern.is_static() {
+                let field = format_ident!("route_{}_url", index);
+                stat = Some(StaticValue {
+                    field: field.clone(),
+                    doc: format!("rewritePattern of {label}"),
+                    label: format!("rewritePattern of {label}"),
+                    init: static_render(pattern, env),
+                    kind: StaticKind::Url,
+                });
+                quote! { handlers::websocket(req, cx, &self.#field).await }
+            } else {
+                let r = render_or_return(pattern);
+                quote! {
+                    let url = #r;
+                    handlers::websocket(req, cx, &url).await
+                }
+            }
+        }
         Handler::OpenApiSpec => quote! {
             handlers::openapi_document(&req, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")))
         },

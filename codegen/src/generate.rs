@@ -159,6 +159,7 @@ fn route_row(r: &crate::model::Route) -> RouteRow {
         Handler::Rewrite { pattern, .. } => format!("`{}`", template_text(pattern, &names)),
         Handler::Redirect { location, status } => format!("{status} → `{}`", template_text(location, &names)),
         Handler::OpenApiSpec => "the public OpenAPI document".to_owned(),
+        Handler::WebSocket { pattern } => format!("WebSocket `{}`", template_text(pattern, &names)),
         Handler::Custom { module, export, .. } => format!("`{}` {export}", module.import),
     };
     RouteRow {

@@ -135,6 +135,11 @@ pub enum Handler {
     },
     /// `openApiSpecHandler`: serves the public document.
     OpenApiSpec,
+    /// `webSocketHandler`.
+    WebSocket {
+        /// `rewritePattern`: the upstream WebSocket URL.
+        pattern: Template,
+    },
     /// A custom handler from `$import(./modules/...)`.
     Custom {
         /// The module.
@@ -154,6 +159,7 @@ impl Handler {
             Handler::Rewrite { .. } => "urlRewriteHandler",
             Handler::Redirect { .. } => "redirectHandler",
             Handler::OpenApiSpec => "openApiSpecHandler",
+            Handler::WebSocket { .. } => "webSocketHandler",
             Handler::Custom { .. } => "custom handler",
         }
     }
@@ -164,6 +170,7 @@ impl Handler {
             Handler::Forward { base, .. } => vec![base],
             Handler::Rewrite { pattern, .. } => vec![pattern],
             Handler::Redirect { location, .. } => vec![location],
+            Handler::WebSocket { pattern } => vec![pattern],
             Handler::OpenApiSpec | Handler::Custom { .. } => Vec::new(),
         }
     }

@@ -564,6 +564,10 @@ impl Loader<'_> {
                 };
                 Handler::Redirect { location, status }
             }
+            "webSocketHandler" => {
+                let pattern = self.template_option(&mut opts, "rewritePattern", parsed)?;
+                Handler::WebSocket { pattern }
+            }
             "openApiSpecHandler" => {
                 // Zuplo names the document to serve; specgate serves the project's bundled
                 // public document (all `config/*.oas.*` files merged, x-zuplo-* removed).
@@ -577,13 +581,13 @@ impl Loader<'_> {
             }
             other => {
                 let msg = match other {
-                    "webSocketHandler" | "lambdaHandler" | "mcpServerHandler" | "awsLambdaHandler" => {
+                    "lambdaHandler" | "mcpServerHandler" | "awsLambdaHandler" => {
                         format!("handler `{other}` is not supported by this version of specgate")
                     }
                     _ => format!("`{other}` is not a handler of $import(@zuplo/runtime)"),
                 };
                 self.diags.error(at(file, export.0), msg)
-                    .help("supported here: urlForwardHandler, urlRewriteHandler, redirectHandler, openApiSpecHandler");
+                    .help("supported here: urlForwardHandler, urlRewriteHandler, redirectHandler, openApiSpecHandler, webSocketHandler");
                 return None;
             }
         };

@@ -241,8 +241,8 @@ fn check_url(value: &str) -> Result<(), &'static str> {
     }
     let uri: http::Uri = value.parse().map_err(|_| "it is not a valid URL")?;
     match uri.scheme_str() {
-        Some("http" | "https") if uri.authority().is_some() => Ok(()),
-        _ => Err("it is not an absolute http:// or https:// URL"),
+        Some("http" | "https" | "ws" | "wss") if uri.authority().is_some() => Ok(()),
+        _ => Err("it is not an absolute http(s):// or ws(s):// URL"),
     }
 }
 

@@ -147,6 +147,12 @@ pub fn text_response(text: String) -> Response {
     r
 }
 
+/// `webSocketHandler`: passes the WebSocket handshake to `url` (`rewritePattern`; `ws:`,
+/// `wss:`, `http:` or `https:`) and splices the connections once the upstream accepts.
+pub async fn websocket(req: Request, cx: &Context, url: &str) -> Response {
+    cx.runtime().upstream().websocket(req.into_http(), cx, url).await
+}
+
 /// `openApiSpecHandler`: the project's public OpenAPI document (bundled at generation time,
 /// every `x-zuplo-*` member removed), compiled into the binary. `HEAD` gets the headers only.
 pub fn openapi_document(req: &Request, document: &'static str) -> Response {

@@ -170,6 +170,96 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// Passes a WebSocket handshake through to `url` (`ws:`/`wss:` or `http:`/`https:`) and,
+    /// when the upstream switches protocols, splices the two upgraded connections together
+    /// until either side closes. A request that is not a WebSocket upgrade gets 426.
+    pub async fn websocket(&self, req: Request, cx: &Context, url: &str) -> Response {
+        match self.try_websocket(req, cx, url).await {
+            Ok(resp) => resp,
+            Err(problem) => problem_response(problem, cx),
+        }
+    }
+
+    async fn try_websocket(&self, mut req: Request, cx: &Context, url: &str) -> Result<Response, Problem> {
+        // The client's side of the upgrade resolves once our 101 has been sent.
+        let client_side = hyper::upgrade::on(&mut req);
+        let (mut parts, _body) = req.into_parts();
+        let upgrade_ok = parts.method == Method::GET
+            && header_has_token(&parts.headers, &header::CONNECTION, "upgrade")
+            && header_has_token(&parts.headers, &header::UPGRADE, "websocket");
+        if !upgrade_ok {
+            return Err(Problem::new(StatusCode::UPGRADE_REQUIRED)
+                .with_detail("this route expects a WebSocket handshake (GET with Connection: upgrade, Upgrade: websocket)")
+                .with_header(header::UPGRADE, HeaderValue::from_static("websocket")));
+        }
+        let http_url = if let Some(rest) = url.strip_prefix("ws://") {
+            format!("http://{rest}")
+        } else if let Some(rest) = url.strip_prefix("wss://") {
+            format!("https://{rest}")
+        } else {
+            url.to_owned()
+        };
+        let uri = parse_upstream_uri(&http_url)?;
+        let mut headers = std::mem::take(&mut parts.headers);
+        prepare_request_headers(&mut headers, cx, self.config.trusted_proxy_hops);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        let mut out = http::Request::new(Body::empty());
+        *out.uri_mut() = uri;
+        *out.headers_mut() = headers;
+        let sent = tokio::time::timeout(self.config.timeout, self.client.request(out)).await;
+        let mut resp = match sent {
+            Err(_) => return Err(Problem::gateway_timeout("the upstream did not answer the WebSocket handshake in time")),
+            Ok(Err(e)) => return Err(classify(&e, cx)),
+            Ok(Ok(r)) => r,
+        };
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // A refusal (401, 404, …) passes through like any response.
+            let (mut p, incoming) = resp.into_parts();
+            strip_hop_by_hop(&mut p.headers);
+            return Ok(Response::from_parts(p, Body::new(incoming)));
+        }
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        let request_id = cx.request_id.clone();
+        cx.wait_until(async move {
+            let (client, upstream) = match tokio::join!(client_side, upstream_side) {
+                (Ok(c), Ok(u)) => (c, u),
+                (c, u) => {
+                    tracing::warn!(request_id = %request_id, client = c.is_ok(), upstream = u.is_ok(), "WebSocket upgrade failed");
+                    return;
+                }
+            };
+            let mut client = hyper_util::rt::TokioIo::new(client);
+            let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(request_id = %request_id, error = %e, "WebSocket connection ended");
+            }
+        });
+        // Our 101 carries the upstream's handshake answer (accept key, protocol, extensions).
+        let mut out = Response::new(Body::empty());
+        *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        for (name, value) in resp.headers() {
+            if name.as_str().starts_with("sec-websocket-") {
+                out.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        out.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        out.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        Ok(out)
+    }
+}
+
+/// Whether a comma-separated header lists `token` (case-insensitively).
+fn header_has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
 /// The platform's root certificates, read once per process.
 fn native_roots() -> &'static [rustls::pki_types::CertificateDer<'static>] {
     static ROOTS: std::sync::OnceLock<Vec<rustls::pki_types::CertificateDer<'static>>> = std::sync::OnceLock::new();

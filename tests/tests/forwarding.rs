@@ -365,3 +365,69 @@ async fn https_upstreams_with_a_private_ca_and_http2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("UPSTREAM_CA_FILE"), "{}", String::from_utf8_lossy(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[allow(clippy::result_large_err)]
+/// A WebSocket server on loopback that echoes text messages prefixed with `echo:` and reports
+/// the request path and one request header of each handshake.
+async fn websocket_echo() -> (std::net::SocketAddr, std::sync::Arc<std::sync::Mutex<Vec<(String, Option<String>)>>>) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handshakes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = handshakes.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let record = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                    let fwd = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    if let Ok(mut s) = seen.lock() {
+                        s.push((req.uri().path().to_owned(), fwd));
+                    }
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(stream, record).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    match msg {
+                        Message::Text(t) if ws.send(Message::text(format!("echo:{t}"))).await.is_err() => break,
+                        Message::Close(_) => break,
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, handshakes)
+}
+
+#[tokio::test]
+async fn websocket_messages_pass_both_ways() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let (ws_addr, handshakes) = websocket_echo().await;
+    let s = setup(&[("ORDERS_URL", format!("http://{ws_addr}"))]).await;
+    let url = format!("ws://{}/ws/updates", s.gw.addr);
+    let (mut ws, resp) = tokio_tungstenite::connect_async(&url).await.expect("handshake through the gateway");
+    assert_eq!(resp.status(), 101);
+    for i in 0..20 {
+        ws.send(Message::text(format!("m{i}"))).await.expect("send");
+        let got = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("answer in time").expect("open").expect("message");
+        assert_eq!(got, Message::text(format!("echo:m{i}")));
+    }
+    // A large message crosses intact.
+    let big = "x".repeat(200_000);
+    ws.send(Message::text(big.clone())).await.expect("send");
+    let got = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("answer in time").expect("open").expect("message");
+    assert_eq!(got.into_text().expect("text").len(), big.len() + 5);
+    ws.close(None).await.expect("close");
+    let h = handshakes.lock().map(|h| h.clone()).unwrap_or_default();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].0, "/updates");
+    assert_eq!(h[0].1.as_deref(), Some("127.0.0.1"), "X-Forwarded-For set on the handshake");
+
+    // A plain GET on a WebSocket route: 426 with Upgrade: websocket.
+    let r = get(&s.gw.url("/ws/updates")).await.expect("request");
+    assert_eq!(r.status, 426);
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+}

@@ -92,8 +92,8 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
     } else {
         let arms = cors.iter().map(|c| {
             let field = &c.field;
-            let routes = &c.routes;
-            quote! { #(#routes)|* => Some(&self.#field), }
+            let pats = route_runs(&c.routes).into_iter().map(|(a, b)| if a == b { quote! { #a } } else { quote! { #a..=#b } });
+            quote! { #(#pats)|* => Some(&self.#field), }
         });
         quote! {
             fn cors(&'static self, route: usize) -> Option<&'static ::specgate_runtime::cors::CorsPolicy> {
@@ -548,6 +548,19 @@ struct CorsField {
     routes: Vec<usize>,
 }
 
+/// Ascending route numbers as runs of consecutive numbers (`(first, last)`), for match
+/// patterns.
+fn route_runs(routes: &[usize]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &r in routes {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == r => *last = r,
+            _ => runs.push((r, r)),
+        }
+    }
+    runs
+}
+
 /// One field per CORS policy some route uses, in order of first use.
 fn cors_fields(project: &Project) -> Vec<CorsField> {
     let mut out: Vec<CorsField> = Vec::new();
@@ -671,6 +684,12 @@ fn push_expr(expr: &Expr, place: Place, env: &EnvFields) -> TokenStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_numbers_group_into_runs() {
+        assert_eq!(route_runs(&[0, 2, 3, 4, 7, 8, 10]), [(0, 0), (2, 4), (7, 8), (10, 10)]);
+        assert_eq!(route_runs(&[]), []);
+    }
 
     #[test]
     fn sanitizes_identifiers() {

@@ -419,10 +419,9 @@ impl ::specgate_runtime::Gateway for Gateway {
         route: usize,
     ) -> Option<&'static ::specgate_runtime::cors::CorsPolicy> {
         match route {
-            2usize | 3usize | 4usize | 6usize => Some(&self.cors_anything_goes),
-            7usize | 8usize | 9usize | 10usize | 11usize | 12usize | 13usize
-            | 14usize => Some(&self.cors_0_web_app),
-            15usize | 16usize => Some(&self.cors_1_partners),
+            2usize..=4usize | 6usize => Some(&self.cors_anything_goes),
+            7usize..=14usize => Some(&self.cors_0_web_app),
+            15usize..=16usize => Some(&self.cors_1_partners),
             _ => None,
         }
     }

@@ -75,6 +75,36 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
         });
         quote! { const #ident: &[::specgate_runtime::policies::MockExample] = &[#(#items),*]; }
     });
+    let cors = cors_fields(project);
+    let cors_decls = cors.iter().map(|c| {
+        let (field, doc) = (&c.field, &c.doc);
+        quote! { #[doc = #doc] #field: ::specgate_runtime::cors::CorsPolicy, }
+    });
+    let cors_inits = cors.iter().map(|c| {
+        let (field, init) = (&c.field, &c.init);
+        quote! { let #field = #init; }
+    });
+    let cors_names = cors.iter().map(|c| {
+        let field = &c.field;
+        if c.fallible { quote! { #field: #field? } } else { quote! { #field } }
+    });
+    let cors_fn = if cors.is_empty() {
+        quote! {}
+    } else {
+        let arms = cors.iter().map(|c| {
+            let field = &c.field;
+            let pats = route_runs(&c.routes).into_iter().map(|(a, b)| if a == b { quote! { #a } } else { quote! { #a..=#b } });
+            quote! { #(#pats)|* => Some(&self.#field), }
+        });
+        quote! {
+            fn cors(&'static self, route: usize) -> Option<&'static ::specgate_runtime::cors::CorsPolicy> {
+                match route {
+                    #(#arms)*
+                    _ => None,
+                }
+            }
+        }
+    };
     let (hooks_ty, has_hooks, hooks_fn) = match &project.hooks {
         Some(m) => {
             let path: syn::Path = syn::parse_str(&m.rust_path).map_err(|e| e.to_string())?;
@@ -101,6 +131,7 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
             #(#env_decls)*
             #(#static_decls)*
             #(#policy_decls)*
+            #(#cors_decls)*
         }
 
         impl ::specgate_runtime::Gateway for Gateway {
@@ -114,12 +145,15 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
                 #(#env_reads)*
                 #(#static_inits)*
                 #(#policy_inits)*
-                Some(Gateway { #(#env_names,)* #(#static_names,)* #(#policy_names,)* })
+                #(#cors_inits)*
+                Some(Gateway { #(#env_names,)* #(#static_names,)* #(#policy_names,)* #(#cors_names,)* })
             }
 
             fn hooks() -> Self::Hooks {
                 #hooks_fn
             }
+
+            #cors_fn
 
             async fn handle(&'static self, route: usize, req: Request, cx: &mut Context) -> Response {
                 match route {
@@ -537,6 +571,64 @@ impl PolicyFields {
     }
 }
 
+/// A CORS policy as a field of the gateway struct, with the routes that use it.
+struct CorsField {
+    field: Ident,
+    doc: String,
+    init: TokenStream,
+    /// Whether `init` is an `Option` (built from options that may be invalid at start-up).
+    fallible: bool,
+    routes: Vec<usize>,
+}
+
+/// Ascending route numbers as runs of consecutive numbers (`(first, last)`), for match
+/// patterns.
+fn route_runs(routes: &[usize]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &r in routes {
+        match runs.last_mut() {
+            Some((_, last)) if *last + 1 == r => *last = r,
+            _ => runs.push((r, r)),
+        }
+    }
+    runs
+}
+
+/// One field per CORS policy some route uses, in order of first use.
+fn cors_fields(project: &Project) -> Vec<CorsField> {
+    let mut out: Vec<CorsField> = Vec::new();
+    let mut by_name: BTreeMap<&str, usize> = BTreeMap::new();
+    for (r, route) in project.routes.iter().enumerate() {
+        let Some(name) = route.cors_policy.as_deref() else { continue };
+        if let Some(&i) = by_name.get(name) {
+            out[i].routes.push(r);
+            continue;
+        }
+        let field = if name == "anything-goes" {
+            CorsField {
+                field: format_ident!("cors_anything_goes"),
+                doc: "CORS policy `anything-goes`".to_owned(),
+                init: quote! { ::specgate_runtime::cors::CorsPolicy::anything_goes() },
+                fallible: false,
+                routes: vec![r],
+            }
+        } else {
+            let Some(&i) = project.policies.cors_by_name.get(name) else { continue };
+            let options = project.policies.cors[i].options.clone().unwrap_or_else(|| "{}".to_owned());
+            CorsField {
+                field: format_ident!("cors_{}_{}", i, sanitize(name)),
+                doc: format!("CORS policy `{name}`"),
+                init: quote! { env.policy::<::specgate_runtime::cors::CorsPolicy>(#name, #options) },
+                fallible: true,
+                routes: vec![r],
+            }
+        };
+        by_name.insert(name, out.len());
+        out.push(field);
+    }
+    out
+}
+
 /// Start-up rendering of a template made of literals and environment values.
 fn static_render(t: &Template, env: &EnvFields) -> TokenStream {
     let pushes = t.parts.iter().map(|p| match p {
@@ -625,6 +717,12 @@ fn push_expr(expr: &Expr, place: Place, env: &EnvFields) -> TokenStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_numbers_group_into_runs() {
+        assert_eq!(route_runs(&[0, 2, 3, 4, 7, 8, 10]), [(0, 0), (2, 4), (7, 8), (10, 10)]);
+        assert_eq!(route_runs(&[]), []);
+    }
 
     #[test]
     fn sanitizes_identifiers() {

@@ -78,7 +78,35 @@ pub struct PolicySet {
     pub list: Vec<PolicyDef>,
     /// Name → index.
     pub by_name: BTreeMap<String, usize>,
+    /// `corsPolicies`, in file order.
+    pub cors: Vec<CorsDef>,
+    /// CORS policy name → index into [`PolicySet::cors`].
+    pub cors_by_name: BTreeMap<String, usize>,
 }
+
+/// An entry of `corsPolicies`.
+#[derive(Debug, Clone)]
+pub struct CorsDef {
+    /// Its name.
+    pub name: String,
+    /// Where the name is.
+    pub at: Location,
+    /// Its options as JSON text (without `name`), `None` when errors were reported.
+    pub options: Option<String>,
+}
+
+/// The CORS policies every project has; `corsPolicies` may not redefine them.
+pub const BUILTIN_CORS: [&str; 2] = ["none", "anything-goes"];
+
+/// The fields of a `corsPolicies` entry besides `name`, with their types.
+const CORS_FIELDS: [(&str, OptType, bool); 6] = [
+    ("allowedOrigins", OptType::StringOrArray, true),
+    ("allowedMethods", OptType::StringOrArray, false),
+    ("allowedHeaders", OptType::StringOrArray, false),
+    ("exposeHeaders", OptType::StringOrArray, false),
+    ("maxAge", OptType::Integer, false),
+    ("allowCredentials", OptType::Bool, false),
+];
 
 fn at(file: usize, span: Span) -> Location {
     Location { file, span }
@@ -105,6 +133,11 @@ pub fn load(root: &Path, file: usize, node: &Node, files: &Files, diags: &mut Di
             None
         }
     };
+    if let Kind::Object(_) = &node.kind
+        && let Some(cors) = node.get("corsPolicies")
+    {
+        load_cors(file, cors, files, diags, &mut out);
+    }
     for item in list.unwrap_or(&[]) {
         if !matches!(item.kind, Kind::Object(_)) {
             diags.error(at(file, item.span), format!("a policy must be an object, found {}", item.type_name()));
@@ -130,6 +163,72 @@ pub fn load(root: &Path, file: usize, node: &Node, files: &Files, diags: &mut Di
         out.list.push(PolicyDef { name: name.to_owned(), at: at(file, name_node.span), kind });
     }
     out
+}
+
+/// Reads `corsPolicies`: names unique and not built-in, fields typed like policy options
+/// (`$env(X)` allowed), unknown fields warned about.
+fn load_cors(file: usize, node: &Node, files: &Files, diags: &mut Diagnostics, out: &mut PolicySet) {
+    let Kind::Array(items) = &node.kind else {
+        diags.error(at(file, node.span), format!("`corsPolicies` must be an array, found {}", node.type_name()));
+        return;
+    };
+    for item in items {
+        if !matches!(item.kind, Kind::Object(_)) {
+            diags.error(at(file, item.span), format!("a CORS policy must be an object, found {}", item.type_name()));
+            continue;
+        }
+        let Some(name_node) = item.get("name") else {
+            diags.error(at(file, item.span), "CORS policy without a `name`")
+                .help(r#"write { "name": "my-cors", "allowedOrigins": ["https://app.example.com"], ... }"#);
+            continue;
+        };
+        let Some(name) = name_node.as_str() else {
+            diags.error(at(file, name_node.span), format!("a CORS policy `name` must be a string, found {}", name_node.type_name()));
+            continue;
+        };
+        if BUILTIN_CORS.contains(&name) {
+            diags.error(at(file, name_node.span), format!("`{name}` is a built-in CORS policy and cannot be redefined"))
+                .help("choose another name");
+            continue;
+        }
+        if let Some(&first) = out.cors_by_name.get(name) {
+            let first_at = out.cors[first].at;
+            let line = crate::source::LineIndex::new(&files.get(first_at.file).text).line_col(first_at.span.start).0;
+            diags.error(at(file, name_node.span), format!("CORS policy `{name}` is defined twice"))
+                .label(format!("first defined at line {line}"));
+            continue;
+        }
+        let mut ok = true;
+        let mut kept = serde_json::Map::new();
+        for e in item.entries() {
+            if e.key != "name" && !CORS_FIELDS.iter().any(|(k, _, _)| *k == e.key) {
+                diags.warning(at(file, e.key_span), format!("unknown field `{}` of CORS policy `{name}`", e.key))
+                    .help(format!("known fields: name, {}", CORS_FIELDS.map(|f| f.0).join(", ")));
+            }
+        }
+        for (key, ty, required) in CORS_FIELDS {
+            let Some(v) = item.get(key) else {
+                if required {
+                    diags.error(at(file, item.span), format!("CORS policy `{name}` has no `{key}`"))
+                        .help(format!("`{key}`: {} (`*`, https://app.example.com or https://*.example.com)", ty.describe()));
+                    ok = false;
+                }
+                continue;
+            };
+            if let Err((span, extra)) = check_type(ty, v) {
+                diags.error(at(file, span), format!("`{key}` of CORS policy `{name}` must be {}{extra}", ty.describe()));
+                ok = false;
+                continue;
+            }
+            kept.insert(key.to_owned(), v.to_value());
+        }
+        out.cors_by_name.insert(name.to_owned(), out.cors.len());
+        out.cors.push(CorsDef {
+            name: name.to_owned(),
+            at: at(file, name_node.span),
+            options: ok.then(|| serde_json::Value::Object(kept).to_string()),
+        });
+    }
 }
 
 fn policy_kind(root: &Path, file: usize, name: &str, item: &Node, diags: &mut Diagnostics) -> PolicyKind {

@@ -77,13 +77,19 @@ pub fn load_with(root: &Path, name: Option<&str>, stub_missing: bool) -> (Option
     let policies = load_policies(root, &mut files, &mut diags);
     let mut used = vec![false; policies.list.len()];
 
-    let mut loader = Loader { root, files: &mut files, diags: &mut diags, external: BTreeMap::new() };
+    let mut loader = Loader { root, files: &mut files, diags: &mut diags, external: BTreeMap::new(), cors_used: vec![false; policies.cors.len()] };
     let mut routes = Vec::new();
     for doc in &documents {
         loader.check_document(doc);
         loader.collect_routes(doc, &policies, &mut used, &mut routes);
     }
+    let cors_used = std::mem::take(&mut loader.cors_used);
     check_route_order(&routes, &settings, &files, &mut diags);
+    for (c, used) in policies.cors.iter().zip(&cors_used) {
+        if !used && c.options.is_some() {
+            diags.warning(c.at, format!("CORS policy `{}` is defined but no route uses it", c.name));
+        }
+    }
     for (p, used) in policies.list.iter().zip(&used) {
         if !used && !matches!(p.kind, PolicyKind::Invalid) {
             diags.warning(p.at, format!("policy `{}` is defined but no route uses it", p.name));
@@ -257,6 +263,8 @@ struct Loader<'a> {
     diags: &'a mut Diagnostics,
     /// External documents already read, by canonical path.
     external: BTreeMap<PathBuf, Option<(FileId, Node)>>,
+    /// Which `corsPolicies` entries a route names.
+    cors_used: Vec<bool>,
 }
 
 impl Loader<'_> {
@@ -447,10 +455,22 @@ impl Loader<'_> {
             None => None,
             Some(c) => match c.as_str() {
                 Some("none") => None,
-                Some(name) => {
-                    self.diags.warning(at(file, c.span), format!("corsPolicy `{name}` is not applied: this version of specgate strips no CORS headers and adds none"));
-                    Some(name.to_owned())
-                }
+                Some("anything-goes") => Some("anything-goes".to_owned()),
+                Some(name) => match policies.cors_by_name.get(name) {
+                    Some(&i) => {
+                        self.cors_used[i] = true;
+                        Some(name.to_owned())
+                    }
+                    None => {
+                        let defined: Vec<&str> = crate::policies::BUILTIN_CORS
+                            .into_iter()
+                            .chain(policies.cors.iter().map(|c| c.name.as_str()))
+                            .collect();
+                        self.diags.error(at(file, c.span), format!("CORS policy `{name}` is not defined in config/policies.json"))
+                            .help(format!("defined: {} (add it to `corsPolicies`)", defined.join(", ")));
+                        None
+                    }
+                },
                 None => {
                     self.diags.error(at(file, c.span), format!("`corsPolicy` must be a string, found {}", c.type_name()));
                     None
@@ -941,6 +961,11 @@ pub fn documented_env_vars(project: &Project) -> BTreeSet<String> {
             _ => continue,
         };
         if let Some(re) = &dollar {
+            out.extend(re.captures_iter(text).map(|c| c[1].to_owned()));
+        }
+    }
+    for c in &project.policies.cors {
+        if let (Some(re), Some(text)) = (&dollar, &c.options) {
             out.extend(re.captures_iter(text).map(|c| c[1].to_owned()));
         }
     }

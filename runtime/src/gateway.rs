@@ -3,6 +3,7 @@
 use std::future::Future;
 
 use crate::context::RouteInfo;
+use crate::cors::CorsPolicy;
 use crate::env::Reader;
 use crate::hooks::Hooks;
 use crate::router::RouteSpec;
@@ -30,6 +31,14 @@ pub trait Gateway: Send + Sync + Sized + 'static {
 
     /// Builds the hooks.
     fn hooks() -> Self::Hooks;
+
+    /// The CORS policy of route number `route` (`None`: the route strips the upstream's CORS
+    /// headers and adds none). The server answers preflights and decorates the route's
+    /// responses with it.
+    fn cors(&'static self, route: usize) -> Option<&'static CorsPolicy> {
+        let _ = route;
+        None
+    }
 
     /// Serves a request matched to route number `route`.
     fn handle(&'static self, route: usize, req: Request, cx: &mut Context) -> impl Future<Output = Response> + Send;

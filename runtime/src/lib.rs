@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod context;
+pub mod cors;
 pub mod env;
 pub mod gateway;
 pub mod handlers;

@@ -388,6 +388,28 @@ impl Router {
         Lookup::MethodNotAllowed { allow }
     }
 
+    /// Calls `f` with every route whose pattern matches `path` (normalized), whatever its
+    /// method, in table order, until `f` returns true; returns whether it did. CORS uses it to
+    /// learn which routes share a path (preflights name a method that is not the request's).
+    pub fn any_route_at(&self, path: &str, mut f: impl FnMut(usize) -> bool) -> bool {
+        if !path.starts_with('/') {
+            return false;
+        }
+        let nsegs = path.bytes().filter(|&b| b == b'/').count();
+        let lists = self.candidates(path);
+        let mut spans = SmallBuf::new();
+        let mut merge = Merge::new(lists.as_slice());
+        while let Some((route, off)) = merge.next() {
+            if let Some(c) = self.compiled.get(route)
+                && c.matches(path, off, nsegs, &mut spans)
+                && f(route)
+            {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Walks the trie along the path's leading segments and returns the route lists met on
     /// the way, each with the byte offset of the first segment its routes still have to test.
     fn candidates(&self, path: &str) -> SmallBuf<(&[usize], usize), 8> {
@@ -757,6 +779,25 @@ impl Hasher for FxHasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_at_a_path_whatever_the_method() {
+        let r = router(vec![
+            route("GET", seg(&[Seg::Lit("items"), Seg::Param])),
+            route("POST", seg(&[Seg::Lit("items")])),
+            route("PUT", seg(&[Seg::Param, Seg::Param])),
+            route("DELETE", seg(&[Seg::Lit("items"), Seg::Lit("x")])),
+        ]);
+        let mut seen = Vec::new();
+        assert!(!r.any_route_at("/items/x", |i| {
+            seen.push(i);
+            false
+        }));
+        assert_eq!(seen, [0, 2, 3]);
+        assert!(r.any_route_at("/items/x", |i| i == 2));
+        assert!(!r.any_route_at("/nothing/here/at/all", |_| true));
+        assert!(!r.any_route_at("relative", |_| true));
+    }
 
     fn seg(pattern: &'static [Seg]) -> Pattern {
         Pattern::Segments(pattern)

@@ -14,6 +14,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use tokio::sync::Notify;
 
 use crate::context::{Log, RouteInfo};
+use crate::cors::CorsPolicy;
 use crate::env::Environment;
 use crate::hooks::{FormatProblem, Hooks};
 use crate::policy::Flow;
@@ -660,6 +661,12 @@ async fn route<G: Gateway>(
             return app.runtime.format_problem(p, raw_path, request_id);
         }
     };
+    if req.method() == Method::OPTIONS
+        && let Some(resp) = cors_options::<G>(app, req.headers(), &pathname, request_id)
+    {
+        *label = "cors-preflight";
+        return resp;
+    }
     let (route, values) = match app.router.lookup(req.method(), &pathname) {
         Lookup::Found { route, params } => {
             let values: Vec<String> = (0..params.len()).filter_map(|i| params.get(i)).map(|c| c.into_owned()).collect();
@@ -712,10 +719,14 @@ async fn route<G: Gateway>(
         runtime: &app.runtime,
         after: Vec::new(),
     };
+    let cors = app.gateway.cors(route);
+    // Cloning a header value only bumps a reference count.
+    let origin = cors.and_then(|_| req.headers().get(header::ORIGIN).cloned());
     let req = Request::new(req, Params::new(spec.params, values));
     if !G::HAS_HOOKS {
         let resp = app.gateway.handle(route, req, &mut cx).await;
-        return cx.finish_response(resp);
+        let resp = cx.finish_response(resp);
+        return with_cors(cors, origin.as_ref(), resp);
     }
     let head = req.head();
     let resp = match app.hooks.on_request(req, &mut cx).await {
@@ -724,9 +735,69 @@ async fn route<G: Gateway>(
         Flow::Problem(p) => cx.problem(p),
     };
     let resp = cx.finish_response(resp);
+    let resp = with_cors(cors, origin.as_ref(), resp);
     let resp = app.hooks.on_response(resp, &head, &mut cx).await;
     app.hooks.on_response_final(resp.status(), resp.headers(), &head, &cx).await;
     resp
+}
+
+/// The route's CORS headers on its response, whoever produced it; without a policy, the
+/// upstream's `Access-Control-*` headers are removed.
+fn with_cors(cors: Option<&CorsPolicy>, origin: Option<&HeaderValue>, mut resp: Response) -> Response {
+    match cors {
+        Some(policy) => policy.apply(origin, &mut resp),
+        None => crate::cors::strip(resp.headers_mut()),
+    }
+    resp
+}
+
+/// Answers an `OPTIONS` request before routing when CORS decides it; `None` routes it as
+/// usual.
+///
+/// - A preflight (`Origin` and `Access-Control-Request-Method`) goes to the route that the
+///   requested method would reach: 200 with the `Access-Control-Allow-*` headers when that
+///   route's CORS policy allows the origin and the method, else a 404 problem. A path none of
+///   whose routes has a CORS policy leaves preflights to the project's own `OPTIONS` route, if
+///   it declares one.
+/// - Any other `OPTIONS` request goes to the project's `OPTIONS` route when there is one, and
+///   gets a 400 problem on a path with CORS (it can only be a broken preflight).
+fn cors_options<G: Gateway>(app: &'static App<G>, headers: &http::HeaderMap, pathname: &str, request_id: &str) -> Option<Response> {
+    let gateway: &'static G = &app.gateway;
+    let has_options_route = matches!(app.router.lookup(&Method::OPTIONS, pathname), Lookup::Found { .. });
+    let cors_path = app.router.any_route_at(pathname, |r| gateway.cors(r).is_some());
+    let (Some(origin), Some(requested)) = (headers.get(header::ORIGIN), headers.get(crate::cors::REQUEST_METHOD)) else {
+        if has_options_route || !cors_path {
+            return None;
+        }
+        let p = Problem::bad_request(
+            "an OPTIONS request to this path must be a CORS preflight with Origin and Access-Control-Request-Method",
+        );
+        return Some(app.runtime.format_problem(p, pathname, request_id));
+    };
+    if !cors_path && has_options_route {
+        return None;
+    }
+    let answer = Method::from_bytes(requested.as_bytes()).ok().and_then(|method| {
+        let Lookup::Found { route, .. } = app.router.lookup(&method, pathname) else { return None };
+        let policy = gateway.cors(route)?;
+        let mut methods: Vec<&'static str> = Vec::new();
+        if policy.methods_from_routes() {
+            app.router.any_route_at(pathname, |r| {
+                if let (Some(p), Some(spec)) = (gateway.cors(r), G::ROUTES.get(r))
+                    && std::ptr::eq(p, policy)
+                    && !methods.contains(&spec.method)
+                {
+                    methods.push(spec.method);
+                }
+                false
+            });
+        }
+        policy.preflight(origin, &method, headers.get(crate::cors::REQUEST_HEADERS), &methods)
+    });
+    Some(answer.unwrap_or_else(|| {
+        let p = Problem::not_found("no route of this path accepts this cross-origin request");
+        app.runtime.format_problem(p, pathname, request_id)
+    }))
 }
 
 /// Host names, IPv4 and bracketed IPv6 literals, with an optional port. The Host header is

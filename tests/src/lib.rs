@@ -78,7 +78,8 @@ impl Seen {
 /// A real HTTP server on loopback that records every request and answers by path:
 /// `/status/NNN` answers NNN, `/slow/MS` waits, `/redirect` answers 302 to `/redirected`,
 /// `?redirect-to=X` answers 307 to X, `/stream` streams two chunks (the second after [`Upstream::release`]), `/hop` answers with a
-/// hop-by-hop header named in `Connection`; anything else answers 200 with `{"upstream": name}`.
+/// hop-by-hop header named in `Connection`; `/cors-headers` answers with `Access-Control-*` headers
+/// of its own, `Vary: Accept-Encoding`, `x-exposed` and `x-hidden`; anything else answers 200 with `{"upstream": name}`.
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -277,6 +278,15 @@ async fn answer(
         });
         let stream = tokio_stream_from(rx);
         *resp.body_mut() = StreamBody::new(stream).boxed();
+    } else if path.ends_with("/cors-headers") {
+        // An upstream with CORS opinions of its own, which the gateway must replace.
+        let h = resp.headers_mut();
+        h.insert("access-control-allow-origin", "*".parse().expect("static header"));
+        h.insert("access-control-allow-credentials", "true".parse().expect("static header"));
+        h.insert("access-control-expose-headers", "x-hidden".parse().expect("static header"));
+        h.insert("vary", "Accept-Encoding".parse().expect("static header"));
+        h.insert("x-exposed", "exposed-value".parse().expect("static header"));
+        h.insert("x-hidden", "hidden-value".parse().expect("static header"));
     } else if path.ends_with("/hop") {
         let h = resp.headers_mut();
         h.insert("connection", "x-upstream-private".parse().expect("static header"));

@@ -652,9 +652,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p0_account_auth.on_request(req, cx).await,
             cx,
+            "account-auth",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -676,9 +677,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p1_one_per_minute.on_request(req, cx).await,
             cx,
+            "one-per-minute",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,

@@ -88,6 +88,17 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
         let field = &c.field;
         if c.fallible { quote! { #field: #field? } } else { quote! { #field } }
     });
+    // Upstream URLs fixed at start-up, for the readiness check.
+    let url_fields: Vec<&Ident> = statics.iter().filter(|s| matches!(s.kind, StaticKind::Url)).map(|s| &s.field).collect();
+    let upstreams_fn = if url_fields.is_empty() {
+        quote! {}
+    } else {
+        quote! {
+            fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
+                vec![#(self.#url_fields.as_str()),*]
+            }
+        }
+    };
     let cors_fn = if cors.is_empty() {
         quote! {}
     } else {
@@ -154,6 +165,8 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
             }
 
             #cors_fn
+
+            #upstreams_fn
 
             async fn handle(&'static self, route: usize, req: Request, cx: &mut Context) -> Response {
                 match route {

@@ -40,6 +40,12 @@ pub trait Gateway: Send + Sync + Sized + 'static {
         None
     }
 
+    /// The upstream URLs fixed at start-up (checked by the readiness endpoint when
+    /// `READINESS_CHECK_UPSTREAMS` is on).
+    fn upstream_urls(&'static self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
     /// Serves a request matched to route number `route`.
     fn handle(&'static self, route: usize, req: Request, cx: &mut Context) -> impl Future<Output = Response> + Send;
 }

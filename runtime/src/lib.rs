@@ -11,6 +11,7 @@ pub mod cors;
 pub mod env;
 pub mod gateway;
 pub mod handlers;
+pub mod health;
 pub mod hooks;
 pub mod keys;
 pub mod loader;

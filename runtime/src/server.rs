@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub metrics_path: Option<String>,
     /// Limits against abusive clients.
     pub limits: Limits,
+    /// The readiness endpoint also requires every upstream fixed at start-up to accept a TCP
+    /// connection (`READINESS_CHECK_UPSTREAMS`, default off).
+    pub check_upstreams: bool,
 }
 
 /// Limits that keep one client from exhausting the gateway.
@@ -97,6 +100,15 @@ impl ServerConfig {
         let connect_s = parse("UPSTREAM_CONNECT_TIMEOUT_SECONDS", "10");
         let hops_s = parse("TRUSTED_PROXY_HOPS", "0");
         let metrics_addr_s = parse("METRICS_ADDR", "");
+        let check_upstreams_s = parse("READINESS_CHECK_UPSTREAMS", "off");
+        let check_upstreams = match check_upstreams_s.to_ascii_lowercase().as_str() {
+            "on" | "true" | "1" | "yes" => true,
+            "off" | "false" | "0" | "no" => false,
+            _ => {
+                errors.push(format!("READINESS_CHECK_UPSTREAMS={check_upstreams_s:?} is neither on nor off"));
+                false
+            }
+        };
         let ca_file_s = parse("UPSTREAM_CA_FILE", "");
         let extra_roots = match ca_file_s.trim() {
             "" => Vec::new(),
@@ -186,6 +198,7 @@ impl ServerConfig {
             return Err(errors);
         }
         Ok(ServerConfig {
+            check_upstreams,
             limits,
             metrics_addr,
             metrics_path,
@@ -557,7 +570,20 @@ fn build<G: Gateway>(gateway: G, config: &ServerConfig) -> Result<&'static App<G
     let metrics_path = config.metrics_path.clone();
     let connections = Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections.min(tokio::sync::Semaphore::MAX_PERMITS)));
     let max_body_bytes = config.limits.max_body_bytes;
-    Ok(Box::leak(Box::new(App { gateway, hooks, runtime, router, metrics, metrics_path, connections, max_body_bytes })))
+    let app: &'static App<G> = Box::leak(Box::new(App { gateway, hooks, runtime, router, metrics, metrics_path, connections, max_body_bytes }));
+    if config.check_upstreams {
+        let mut seen = std::collections::BTreeSet::new();
+        for url in app.gateway.upstream_urls() {
+            if let Some(check) = crate::health::tcp_check(url)
+                && let Ok(uri) = url.parse::<http::Uri>()
+                && let Some(authority) = uri.authority()
+                && seen.insert(authority.to_string())
+            {
+                crate::health::register(format!("upstream {authority}"), check);
+            }
+        }
+    }
+    Ok(app)
 }
 
 /// Serves `GET /metrics` on its own listener until `stop` turns true.
@@ -634,6 +660,21 @@ async fn route<G: Gateway>(
         let mut resp = Response::new(Body::from("ok"));
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         return resp;
+    }
+    if raw_path == "/__specgate/ready" && (req.method() == Method::GET || req.method() == Method::HEAD) {
+        *label = "__specgate/ready";
+        let failures = crate::health::failures().await;
+        if failures.is_empty() {
+            let mut resp = Response::new(Body::from("ready"));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return resp;
+        }
+        tracing::warn!(?failures, "not ready");
+        let p = Problem::new(StatusCode::SERVICE_UNAVAILABLE)
+            .with_detail(format!("not ready: {}", failures.join("; ")))
+            .with_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        return app.runtime.format_problem(p, raw_path, request_id);
     }
     if let (Some(m), Some(p)) = (app.metrics, app.metrics_path.as_deref())
         && raw_path == p

@@ -102,6 +102,9 @@ impl ::specgate_runtime::Gateway for Gateway {
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
+    fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
+        vec![self.route_2_url.as_str()]
+    }
     async fn handle(
         &'static self,
         route: usize,

@@ -215,6 +215,12 @@ impl ::specgate_runtime::Gateway for Gateway {
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
+    fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
+        vec![
+            self.route_0_url.as_str(), self.route_1_url.as_str(), self.route_3_url
+            .as_str(), self.route_4_url.as_str(), self.route_10_base.as_str()
+        ]
+    }
     async fn handle(
         &'static self,
         route: usize,

@@ -140,6 +140,9 @@ impl ::specgate_runtime::Gateway for Gateway {
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
+    fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
+        vec![self.route_1_base.as_str(), self.route_3_base.as_str()]
+    }
     async fn handle(
         &'static self,
         route: usize,

@@ -675,6 +675,17 @@ impl ::specgate_runtime::Gateway for Gateway {
     fn hooks() -> Self::Hooks {
         crate::modules::runtime::hooks()
     }
+    fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
+        vec![
+            self.route_0_url.as_str(), self.route_1_url.as_str(), self.route_2_url
+            .as_str(), self.route_3_url.as_str(), self.route_4_url.as_str(), self
+            .route_5_url.as_str(), self.route_6_url.as_str(), self.route_7_url.as_str(),
+            self.route_8_url.as_str(), self.route_9_url.as_str(), self.route_10_url
+            .as_str(), self.route_11_url.as_str(), self.route_12_url.as_str(), self
+            .route_13_url.as_str(), self.route_15_url.as_str(), self.route_16_url
+            .as_str(), self.route_19_base.as_str(), self.route_20_base.as_str()
+        ]
+    }
     async fn handle(
         &'static self,
         route: usize,

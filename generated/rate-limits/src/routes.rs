@@ -366,6 +366,14 @@ impl ::specgate_runtime::Gateway for Gateway {
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
+    fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
+        vec![
+            self.route_0_base.as_str(), self.route_1_base.as_str(), self.route_2_base
+            .as_str(), self.route_3_base.as_str(), self.route_4_base.as_str(), self
+            .route_5_base.as_str(), self.route_6_base.as_str(), self.route_7_base
+            .as_str(), self.route_8_base.as_str(), self.route_9_base.as_str()
+        ]
+    }
     async fn handle(
         &'static self,
         route: usize,

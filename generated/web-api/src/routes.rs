@@ -425,6 +425,17 @@ impl ::specgate_runtime::Gateway for Gateway {
             _ => None,
         }
     }
+    fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
+        vec![
+            self.route_0_base.as_str(), self.route_1_base.as_str(), self.route_2_base
+            .as_str(), self.route_3_base.as_str(), self.route_4_base.as_str(), self
+            .route_5_base.as_str(), self.route_6_base.as_str(), self.route_7_base
+            .as_str(), self.route_8_base.as_str(), self.route_9_base.as_str(), self
+            .route_10_base.as_str(), self.route_11_base.as_str(), self.route_12_base
+            .as_str(), self.route_13_base.as_str(), self.route_14_base.as_str(), self
+            .route_15_base.as_str(), self.route_16_base.as_str()
+        ]
+    }
     async fn handle(
         &'static self,
         route: usize,

@@ -108,6 +108,7 @@ impl RedisBackend {
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_secs(1));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
+        crate::health::register("API key Redis", crate::health::redis_check(conn.clone()));
         Ok(Arc::new(RedisBackend { conn }))
     }
 

@@ -83,6 +83,7 @@ impl RedisLimiter {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("Redis: {e}"))?;
+        crate::health::register("rate limit Redis", crate::health::redis_check(conn.clone()));
         Ok(RedisLimiter {
             conn,
             timeout,

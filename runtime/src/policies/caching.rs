@@ -2,8 +2,10 @@
 //! ([`crate::response_cache`]: in process, or in Redis when `CACHE_REDIS_URL` is set).
 //!
 //! A request whose method is in `cacheHttpMethods` is looked up by its key: the policy's
-//! `cacheId` (or name), the method, the normalized path, the query as sent, the values of the
-//! configured `headers`, `Range`, and, unless `dangerouslyIgnoreAuthorizationHeader`, the
+//! `cacheId` (or name), the method, the normalized path, the query as sent, the request body
+//! (when there is one: a body larger than `CACHE_MAX_ENTRY_BYTES` or of unknown length makes
+//! the request pass uncached), the values of the configured `headers`, `Range`, and, unless
+//! `dangerouslyIgnoreAuthorizationHeader`, the
 //! `Authorization` header and the authenticated user (so one caller never gets a response
 //! stored for another). A hit answers at once with `Age` and `Cache-Status: specgate; hit`;
 //! the handler and the outbound policies do not run.
@@ -202,13 +204,14 @@ const HIT: HeaderValue = HeaderValue::from_static("specgate; hit");
 const COLLAPSED: HeaderValue = HeaderValue::from_static("specgate; fwd=miss; collapsed");
 
 impl Inner {
-    fn key(&self, req: &Request, cx: &Context) -> CacheKey {
+    fn key(&self, req: &Request, body: Option<&[u8]>, cx: &Context) -> CacheKey {
         let mut k = KeyBuilder::new();
         k.part(b"caching-inbound/1")
             .part(self.scope.as_bytes())
             .part(req.method().as_str().as_bytes())
             .part(cx.pathname.as_bytes())
-            .opt(req.uri().query().map(str::as_bytes));
+            .opt(req.uri().query().map(str::as_bytes))
+            .opt(body);
         for name in &self.headers {
             k.part(name.as_str().as_bytes()).header_values(req.headers().get_all(name).iter());
         }
@@ -448,7 +451,22 @@ impl Inbound for CachingInbound {
         if !inner.methods.contains(req.method()) {
             return Flow::Continue(req);
         }
-        let key = inner.key(&req, cx);
+        // A request body is part of the key (two POSTs with different bodies are different
+        // requests); one too large or of unknown length makes the request pass uncached.
+        let mut req = req;
+        let mut body = None;
+        if !HttpBody::is_end_stream(req.body()) {
+            let limit = inner.cache.max_entry_bytes();
+            let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            if declared.is_none_or(|n| n > limit as u64) {
+                return Flow::Continue(req);
+            }
+            match req.bytes(limit).await {
+                Ok(b) => body = Some(b),
+                Err(problem) => return Flow::Problem(problem),
+            }
+        }
+        let key = inner.key(&req, body.as_deref(), cx);
         let mut fwd = Fwd::Miss;
         let lead = match inner.cache.join(key) {
             Flight::Lead(lead) => {
@@ -668,6 +686,32 @@ mod tests {
         let (resp, _, called) = exchange(&p, with_lang("fr"), chunks).await;
         assert!(called);
         assert_eq!(header(&resp, "cache-status").as_deref(), Some("specgate; fwd=vary-miss; stored"));
+    }
+
+    #[tokio::test]
+    async fn request_bodies_are_part_of_the_key() {
+        let c = cache();
+        let p = policy(json!({"cacheHttpMethods": ["POST"]}), &c);
+        let post = |body: &'static str| {
+            let mut r = request("POST", "/graphql", body);
+            must(r.set_header("content-length", &body.len().to_string()));
+            r
+        };
+        assert!(exchange(&p, post("{\"q\":1}"), ok("one")).await.2);
+        assert!(exchange(&p, post("{\"q\":2}"), ok("two")).await.2);
+        let (_, body, called) = exchange(&p, post("{\"q\":1}"), ok("x")).await;
+        assert_eq!((body.as_str(), called), ("one", false));
+        // The upstream still gets the body on a miss.
+        let mut cx = test_context();
+        let Ok(mut req) = continued(p.on_request(post("{\"q\":3}"), &mut cx).await) else { panic!("not a miss") };
+        assert_eq!(must(req.bytes(100).await), Bytes::from("{\"q\":3}"));
+        // Larger than an entry (1 KiB here): passes uncached.
+        let big: &'static str = Box::leak("x".repeat(2000).into_boxed_str());
+        for _ in 0..2 {
+            let (resp, _, called) = exchange(&p, post(big), ok("big")).await;
+            assert!(called);
+            assert!(header(&resp, "cache-status").is_none());
+        }
     }
 
     #[tokio::test]

@@ -245,7 +245,7 @@ pub const BUILTINS: &[Builtin] = &[
         "CachingInbound",
         Inbound,
         &[
-            opt("cacheId", String, false, "scopes the entries instead of the policy name (change it to start from an empty cache)"),
+            opt("cacheId", String, false, "scopes the entries with the policy name (change it to start from an empty cache)"),
             opt("cachedId", String, false, "the spelling of cacheId in some of Zuplo's examples (same meaning)"),
             opt("expirationSecondsTtl", Number, false, "how long a response is served from the cache, in seconds (default 60)"),
             opt("statusCodes", IntegerArray, false, "statuses that are stored (default 200, 206, 301, 302, 303, 404, 410)"),

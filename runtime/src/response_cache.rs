@@ -557,6 +557,11 @@ pub struct FlightFollower {
 }
 
 impl FlightFollower {
+    /// The response the leader has already stored (it is being written to the backend), if any.
+    pub fn ready(&self) -> Option<Arc<CachedResponse>> {
+        self.rx.borrow().clone()
+    }
+
     /// The leader's stored response, or `None` when it stored nothing or `timeout` passed.
     pub async fn wait(mut self, timeout: Duration) -> Option<Arc<CachedResponse>> {
         let found = tokio::time::timeout(timeout, self.rx.wait_for(Option::is_some)).await.ok()?.ok()?;
@@ -689,6 +694,55 @@ mod tests {
         assert!((1..=3).contains(&kept), "{kept} entries kept");
     }
 
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn redis_round_trip_expiry_and_failing_open() {
+        // Nothing listens: a miss and a lost store, both quick.
+        let dead = must_ok(ResponseCache::redis(&format!("redis://127.0.0.1:{}/", free_port()), 1 << 16));
+        let started = std::time::Instant::now();
+        dead.put(key("a"), entry("x", 60_000)).await;
+        assert!(dead.get(&key("a")).await.is_none());
+        assert!(started.elapsed() < Duration::from_secs(3));
+
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(mut child) = child else {
+            eprintln!("skipped: cannot start redis-server");
+            return;
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let c = must_ok(ResponseCache::redis(&format!("redis://127.0.0.1:{port}/"), 1 << 16));
+        c.put(key("a"), entry("stored in redis", 60_000)).await;
+        c.put(key("short"), entry("brief", 200)).await;
+        let got = c.get(&key("a")).await;
+        let short_before = c.get(&key("short")).await.is_some();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let short_after = c.get(&key("short")).await.is_some();
+        let other = c.get(&key("other")).await.is_some();
+        let _ = child.kill();
+        let _ = child.wait();
+        let got = got.unwrap_or_else(|| panic!("not found in Redis"));
+        assert_eq!(got.body, Bytes::from("stored in redis"));
+        assert_eq!(got.headers.get_all("x-multi").iter().count(), 2);
+        assert_eq!((short_before, short_after, other), (true, false, false), "Redis expires entries with their TTL");
+    }
+
+    fn must_ok<T>(r: Result<T, String>) -> T {
+        r.unwrap_or_else(|e| panic!("{e}"))
+    }
+
     #[tokio::test]
     async fn single_flight_leads_once_and_hands_over() {
         let c = Arc::new(ResponseCache::memory(1 << 20, 1 << 16));
@@ -702,6 +756,7 @@ mod tests {
         assert_eq!(got, Some(Bytes::from("stored")));
         // Joining after publication but before the leader is dropped: served at once.
         let Flight::Follow(f2) = c.join(key("a")) else { panic!("flight ended early") };
+        assert!(f2.ready().is_some());
         assert!(f2.wait(Duration::from_millis(10)).await.is_some());
         drop(lead);
         assert_eq!(c.flights_in_progress(), 0);

@@ -2,7 +2,7 @@
 //! ([`crate::response_cache`]: in process, or in Redis when `CACHE_REDIS_URL` is set).
 //!
 //! A request whose method is in `cacheHttpMethods` is looked up by its key: the policy's
-//! `cacheId` (or name), the method, the normalized path, the query as sent, the request body
+//! name and `cacheId`, the method, the normalized path, the query as sent, the request body
 //! (when there is one: a body larger than `CACHE_MAX_ENTRY_BYTES` or of unknown length makes
 //! the request pass uncached), the values of the configured `headers`, `Range`, and, unless
 //! `dangerouslyIgnoreAuthorizationHeader`, the
@@ -65,7 +65,7 @@ pub enum HeaderNames {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CachingInboundOptions {
-    /// Scopes the entries instead of the policy name; change it (e.g. through `$env`) to
+    /// Scopes the entries together with the policy name; change it (e.g. through `$env`) to
     /// start from an empty cache. Zuplo's documentation also spells it `cachedId`.
     #[serde(default, alias = "cachedId", deserialize_with = "de::opt_text")]
     pub cache_id: Option<String>,
@@ -96,8 +96,8 @@ pub struct CachingInbound {
 #[derive(Debug)]
 struct Inner {
     name: String,
-    /// `cacheId`, or the policy name.
-    scope: String,
+    /// `cacheId` (entries are scoped by the policy name and this).
+    cache_id: Option<String>,
     ttl: Duration,
     statuses: Vec<StatusCode>,
     methods: Vec<Method>,
@@ -152,7 +152,7 @@ impl CachingInbound {
         Ok(CachingInbound {
             inner: Arc::new(Inner {
                 name: name.to_owned(),
-                scope: options.cache_id.unwrap_or_else(|| name.to_owned()),
+                cache_id: options.cache_id,
                 ttl,
                 statuses,
                 methods,
@@ -207,7 +207,8 @@ impl Inner {
     fn key(&self, req: &Request, body: Option<&[u8]>, cx: &Context) -> CacheKey {
         let mut k = KeyBuilder::new();
         k.part(b"caching-inbound/1")
-            .part(self.scope.as_bytes())
+            .part(self.name.as_bytes())
+            .opt(self.cache_id.as_deref().map(str::as_bytes))
             .part(req.method().as_str().as_bytes())
             .part(cx.pathname.as_bytes())
             .opt(req.uri().query().map(str::as_bytes))
@@ -314,6 +315,10 @@ fn list_items<'a>(h: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &
         .map(str::trim)
         .filter(|s| !s.is_empty())
 }
+
+/// The keys whose flights this request leads (a request extension).
+#[derive(Debug, Clone)]
+struct Leading(Vec<CacheKey>);
 
 /// What a miss carries to the route's response.
 struct Miss {
@@ -467,6 +472,10 @@ impl Inbound for CachingInbound {
             }
         }
         let key = inner.key(&req, body.as_deref(), cx);
+        // The same policy twice in one chain would wait for itself: the second passes.
+        if req.extensions().get::<Leading>().is_some_and(|l| l.0.contains(&key)) {
+            return Flow::Continue(req);
+        }
         let mut fwd = Fwd::Miss;
         let lead = match inner.cache.join(key) {
             Flight::Lead(lead) => {
@@ -481,6 +490,13 @@ impl Inbound for CachingInbound {
                 Some(lead)
             }
             Flight::Follow(follower) => {
+                // Stored a moment ago and still being written to the backend: a plain hit.
+                if let Some(entry) = follower.ready()
+                    && entry.is_fresh(now_millis())
+                    && entry.matches(req.headers())
+                {
+                    return Flow::Respond(entry.to_response(HIT));
+                }
                 if let Some(entry) = follower.wait(FOLLOW_TIMEOUT).await
                     && entry.is_fresh(now_millis())
                     && entry.matches(req.headers())
@@ -491,6 +507,14 @@ impl Inbound for CachingInbound {
                 None
             }
         };
+        if lead.is_some() {
+            match req.extensions_mut().get_mut::<Leading>() {
+                Some(l) => l.0.push(key),
+                None => {
+                    req.extensions_mut().insert(Leading(vec![key]));
+                }
+            }
+        }
         let miss = Miss { key, lead, fwd, request_headers: req.headers().clone(), head: req.method() == Method::HEAD };
         let this = self.inner.clone();
         let runtime = cx.runtime();
@@ -557,13 +581,13 @@ mod tests {
         assert_eq!(p.inner.ttl, Duration::from_secs(60));
         assert_eq!(p.inner.methods, vec![Method::GET]);
         assert_eq!(p.inner.statuses.iter().map(|s| s.as_u16()).collect::<Vec<_>>(), DEFAULT_STATUS_CODES);
-        assert_eq!(p.inner.scope, "cache-policy");
+        assert_eq!(p.inner.cache_id, None);
         let p = policy(
             json!({"cachedId": 7, "expirationSecondsTtl": 0.5, "statusCodes": [200], "cacheHttpMethods": ["get", "POST"],
                    "headers": "x-tenant, Accept", "dangerouslyIgnoreAuthorizationHeader": true}),
             &c,
         );
-        assert_eq!(p.inner.scope, "7");
+        assert_eq!(p.inner.cache_id.as_deref(), Some("7"));
         assert_eq!(p.inner.ttl, Duration::from_millis(500));
         assert_eq!(p.inner.methods, vec![Method::GET, Method::POST]);
         assert_eq!(p.inner.headers, vec![HeaderName::from_static("x-tenant"), HeaderName::from_static("accept")]);
@@ -712,6 +736,21 @@ mod tests {
             assert!(called);
             assert!(header(&resp, "cache-status").is_none());
         }
+    }
+
+    #[tokio::test]
+    async fn the_same_policy_twice_in_a_chain_does_not_wait_for_itself() {
+        let c = cache();
+        let p = policy(json!({}), &c);
+        let mut cx = test_context();
+        let req = must(continued(p.on_request(get("/test"), &mut cx).await));
+        let second = tokio::time::timeout(Duration::from_secs(2), p.on_request(req, &mut cx)).await;
+        assert!(matches!(second, Ok(Flow::Continue(_))), "the second call waited or answered");
+        let (_, body, _) = {
+            let resp = cx.finish_response(response(200, &[], "once"));
+            (resp.status(), body_text(resp.into_body()).await, ())
+        };
+        assert_eq!(body, "once");
     }
 
     #[tokio::test]

@@ -24,6 +24,8 @@ pub enum OptType {
     Number,
     /// An array of strings.
     StringArray,
+    /// An array of non-negative integers.
+    IntegerArray,
     /// One comma-separated string or an array of strings.
     StringOrArray,
     /// `[{name, value, overwrite?}]`.
@@ -53,6 +55,7 @@ impl OptType {
             OptType::Integer => "a non-negative integer".into(),
             OptType::Number => "a positive number".into(),
             OptType::StringArray => "an array of strings".into(),
+            OptType::IntegerArray => "an array of non-negative integers".into(),
             OptType::StringOrArray => "a string or an array of strings".into(),
             OptType::NameValueList => "an array of {\"name\", \"value\"} objects".into(),
             OptType::Enum(values) => format!("one of {}", values.iter().map(|v| format!("\"{v}\"")).collect::<Vec<_>>().join(", ")),
@@ -258,6 +261,21 @@ pub const BUILTINS: &[Builtin] = &[
         ],
     ),
     builtin(
+        "CachingInboundPolicy",
+        "caching-inbound",
+        "CachingInbound",
+        Inbound,
+        &[
+            opt("cacheId", String, false, "scopes the entries with the policy name (change it to start from an empty cache)"),
+            opt("cachedId", String, false, "the spelling of cacheId in some of Zuplo's examples (same meaning)"),
+            opt("expirationSecondsTtl", Number, false, "how long a response is served from the cache, in seconds (default 60)"),
+            opt("statusCodes", IntegerArray, false, "statuses that are stored (default 200, 206, 301, 302, 303, 404, 410)"),
+            opt("cacheHttpMethods", StringArray, false, "methods that are cached (default [\"GET\"])"),
+            opt("headers", StringOrArray, false, "request headers whose values are part of the key"),
+            opt("dangerouslyIgnoreAuthorizationHeader", Bool, false, "share entries between callers with different Authorization headers"),
+        ],
+    ),
+    builtin(
         "ApiKeyInboundPolicy",
         "api-key-inbound",
         "ApiKeyInbound",
@@ -413,7 +431,6 @@ pub const NOT_YET: &[&str] = &[
     "ComplexRateLimitInboundPolicy",
     "RequestValidationInboundPolicy",
     "ValidateJsonSchemaInbound",
-    "CachingInboundPolicy",
 ];
 
 /// The built-in with this export name.

@@ -503,6 +503,13 @@ fn check_type(ty: OptType, v: &Node) -> Result<(), (Span, String)> {
                 None => Ok(()),
             }
         }
+        OptType::IntegerArray => {
+            let Kind::Array(items) = &v.kind else { return bad(found()) };
+            match items.iter().find(|i| i.as_u64().is_none()) {
+                Some(i) => Err((i.span, format!("; this item is {}", i.type_name()))),
+                None => Ok(()),
+            }
+        }
         OptType::BoolStringOrNumber => {
             if v.as_bool() == Some(true) || v.as_str().is_some() || v.as_f64().is_some() { Ok(()) } else { bad(found()) }
         }

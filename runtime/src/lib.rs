@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod request;
 pub mod request_id;
+pub mod response_cache;
 pub mod router;
 pub mod server;
 pub mod template;

@@ -79,7 +79,11 @@ impl Seen {
 /// `/status/NNN` answers NNN, `/slow/MS` waits, `/redirect` answers 302 to `/redirected`,
 /// `?redirect-to=X` answers 307 to X, `/stream` streams two chunks (the second after [`Upstream::release`]), `/hop` answers with a
 /// hop-by-hop header named in `Connection`; `/cors-headers` answers with `Access-Control-*` headers
-/// of its own, `Vary: Accept-Encoding`, `x-exposed` and `x-hidden`; anything else answers 200 with `{"upstream": name}`.
+/// of its own, `Vary: Accept-Encoding`, `x-exposed` and `x-hidden`; `/bytes/N` answers N bytes;
+/// anything else answers 200 with `{"upstream": name}`.
+/// Every response carries `x-upstream-seq` (1 for the first request received, 2 for the
+/// next, ...) and, for each query parameter `h-NAME=VALUE`, a header `NAME: VALUE`
+/// (percent-decoded).
 pub struct Upstream {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -246,14 +250,62 @@ async fn answer(
             collected.extend_from_slice(&data);
         }
     }
-    if let Ok(mut s) = seen.lock() {
-        s.push(Seen { method: parts.method.to_string(), target, headers, body: Bytes::from(collected), version: format!("{:?}", parts.version) });
+    let seq = match seen.lock() {
+        Ok(mut s) => {
+            s.push(Seen { method: parts.method.to_string(), target, headers, body: Bytes::from(collected), version: format!("{:?}", parts.version) });
+            s.len()
+        }
+        Err(_) => 0,
+    };
+    let mut extra = vec![("x-upstream-seq".to_owned(), seq.to_string())];
+    for pair in parts.uri.query().unwrap_or("").split('&') {
+        if let Some((k, v)) = pair.split_once('=')
+            && let Some(name) = k.strip_prefix("h-")
+        {
+            extra.push((name.to_owned(), percent_decode(v)));
+        }
     }
+    let mut resp = answer_by_path(&parts, &path, release, name, fixed).await;
+    for (k, v) in extra {
+        if let (Ok(k), Ok(v)) = (hyper::header::HeaderName::from_bytes(k.as_bytes()), v.parse()) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+    Ok(resp)
+}
 
+/// `%XX` sequences decoded (invalid ones kept as they are).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn answer_by_path(
+    parts: &hyper::http::request::Parts,
+    path: &str,
+    release: Arc<Notify>,
+    name: Arc<str>,
+    fixed: Option<Bytes>,
+) -> Response<Body> {
     if let Some(body) = fixed {
         let mut resp = Response::new(full(body));
         resp.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
-        return Ok(resp);
+        return resp;
     }
     let mut resp = Response::new(full(format!("{{\"upstream\":\"{name}\",\"path\":{:?}}}", path)));
     resp.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
@@ -293,8 +345,11 @@ async fn answer(
         h.insert("x-upstream-private", "secret".parse().expect("static header"));
         h.insert("keep-alive", "timeout=5".parse().expect("static header"));
         h.insert("x-upstream-public", "yes".parse().expect("static header"));
+    } else if let Some(n) = path.rsplit_once("/bytes/").and_then(|(_, n)| n.parse::<usize>().ok()) {
+        *resp.body_mut() = full(vec![b'x'; n]);
+        resp.headers_mut().insert("content-type", "application/octet-stream".parse().expect("static header"));
     }
-    Ok(resp)
+    resp
 }
 
 /// A `Stream` over an mpsc receiver (no extra crate needed).

@@ -6,6 +6,7 @@
 
 mod api_key;
 mod basic_auth;
+mod caching;
 mod de;
 mod deprecation;
 mod headers;
@@ -32,6 +33,7 @@ pub use jwt::{
     OpenIdJwtInbound, OpenIdJwtOptions, RequiredClaims, SupabaseJwtInbound, SupabaseJwtOptions,
 };
 pub use basic_auth::{BasicAuthAccount, BasicAuthInbound, BasicAuthOptions};
+pub use caching::{CachingInbound, CachingInboundOptions, HeaderNames};
 pub use upstream::{
     SetUpstreamApiKeyInbound, SetUpstreamApiKeyOptions, UpstreamJwtInbound, UpstreamJwtOptions, published_jwks,
 };

@@ -213,6 +213,13 @@ impl ::specgate_runtime::Gateway for Gateway {
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
+    fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
+        vec![
+            self.route_0_base.as_str(), self.route_1_base.as_str(), self.route_2_base
+            .as_str(), self.route_3_base.as_str(), self.route_4_base.as_str(), self
+            .route_5_base.as_str(), self.route_6_base.as_str()
+        ]
+    }
     async fn handle(
         &'static self,
         route: usize,
@@ -238,9 +245,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p0_cache_default.on_request(req, cx).await,
             cx,
+            "cache-default",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -262,9 +270,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p0_cache_default.on_request(req, cx).await,
             cx,
+            "cache-default",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -286,9 +295,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p1_cache_by_tenant.on_request(req, cx).await,
             cx,
+            "cache-by-tenant",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -310,9 +320,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p2_cache_shared.on_request(req, cx).await,
             cx,
+            "cache-shared",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -334,9 +345,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p3_cache_short.on_request(req, cx).await,
             cx,
+            "cache-short",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -358,9 +370,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p4_cache_versioned.on_request(req, cx).await,
             cx,
+            "cache-versioned",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,
@@ -382,9 +395,10 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
-        let req = match ::specgate_runtime::policy::settle(
+        let req = match ::specgate_runtime::policy::settle_policy(
             self.p4_cache_versioned.on_request(req, cx).await,
             cx,
+            "cache-versioned",
         ) {
             Ok(r) => r,
             Err(resp) => return resp,

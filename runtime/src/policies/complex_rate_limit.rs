@@ -32,7 +32,7 @@ use super::rate_limit::{HeaderMode, Identifier, IdentifierRef, RateLimitBy, Rate
 use crate::policy::{Flow, FromOptions, Inbound};
 use crate::ratelimit::complex::{CounterCheck, CounterStore};
 use crate::ratelimit::{LimitError, Limiter, warn_throttled};
-use crate::{Context, Problem, Request};
+use crate::{Context, Problem, Request, RequestHead};
 
 /// Where [`ComplexRateLimitInbound::set_increments`] keeps a request's increments (not a valid
 /// template name, so templates cannot reach it by accident).
@@ -174,46 +174,44 @@ impl ComplexRateLimitInbound {
         limits.iter().map(|(name, _)| (name.clone(), set.get(name).copied().unwrap_or(1))).collect()
     }
 
-    /// The key, limits and window of a request; `Ok(None)`: not limited.
-    async fn key_of(&self, req: &Request, cx: &Context) -> Result<Option<(String, Vec<(String, u64)>, Duration)>, Flow> {
+    /// The key of a request limited by IP, user or all (not by function).
+    fn fixed_key(&self, req: &Request, cx: &Context) -> String {
+        // Kinds are prefixed so that a user named like an IP does not share its counters.
         match self.by {
-            RateLimitBy::Ip => Ok(Some((format!("ip:{}", cx.client_ip), self.limits.clone(), self.window))),
-            RateLimitBy::All => Ok(Some(("all".to_owned(), self.limits.clone(), self.window))),
-            RateLimitBy::User => {
-                let key = match &req.user {
-                    Some(u) => format!("user:{}", u.sub),
-                    None => format!("ip:{}", cx.client_ip),
-                };
-                Ok(Some((key, self.limits.clone(), self.window)))
-            }
-            RateLimitBy::Function => {
-                let Some(f) = &self.identifier else {
-                    tracing::error!(request_id = %cx.request_id, policy = %self.name, "rate limit identifier function not wired in");
-                    return Err(Flow::Problem(cx.runtime().error_problem(Problem::internal(format!(
-                        "the policy `{}` has no identifier function",
-                        self.name
-                    )))));
-                };
-                // An owned head: a `&Request` held across the call would make the future !Send.
-                let head = req.head();
-                let found = match crate::policy::guard(f(&head, cx)).await {
-                    Ok(k) => k,
-                    Err(panic) => {
-                        let what = self.identifier_ref.as_ref().map_or(self.name.as_str(), |r| r.export.as_str());
-                        return Err(Flow::Respond(crate::policy::panicked(what, &panic, cx)));
-                    }
-                };
-                let Some(k) = found else { return Ok(None) };
-                let mut limits = self.limits.clone();
-                if let Some(n) = k.requests_allowed.filter(|n| *n > 0)
-                    && let Some(l) = limits.iter_mut().find(|(name, _)| name == "requests")
-                {
-                    l.1 = n;
-                }
-                let window = k.time_window_minutes.and_then(window_of).unwrap_or(self.window);
-                Ok(Some((format!("fn:{}", k.key), limits, window)))
-            }
+            RateLimitBy::User => match &req.user {
+                Some(u) => format!("user:{}", u.sub),
+                None => format!("ip:{}", cx.client_ip),
+            },
+            RateLimitBy::All => "all".to_owned(),
+            RateLimitBy::Ip | RateLimitBy::Function => format!("ip:{}", cx.client_ip),
         }
+    }
+
+    /// The key, limits and window the identifier function gives; `Ok(None)`: not limited.
+    async fn function_key(&self, head: &RequestHead, cx: &Context) -> Result<Option<(String, Vec<(String, u64)>, Duration)>, Flow> {
+        let Some(f) = &self.identifier else {
+            tracing::error!(request_id = %cx.request_id, policy = %self.name, "rate limit identifier function not wired in");
+            return Err(Flow::Problem(cx.runtime().error_problem(Problem::internal(format!(
+                "the policy `{}` has no identifier function",
+                self.name
+            )))));
+        };
+        let found = match crate::policy::guard(f(head, cx)).await {
+            Ok(k) => k,
+            Err(panic) => {
+                let what = self.identifier_ref.as_ref().map_or(self.name.as_str(), |r| r.export.as_str());
+                return Err(Flow::Respond(crate::policy::panicked(what, &panic, cx)));
+            }
+        };
+        let Some(k) = found else { return Ok(None) };
+        let mut limits = self.limits.clone();
+        if let Some(n) = k.requests_allowed.filter(|n| *n > 0)
+            && let Some(l) = limits.iter_mut().find(|(name, _)| name == "requests")
+        {
+            l.1 = n;
+        }
+        let window = k.time_window_minutes.and_then(window_of).unwrap_or(self.window);
+        Ok(Some((format!("fn:{}", k.key), limits, window)))
     }
 
     async fn check(&self, key: &str, limits: &[(String, u64)], window: Duration) -> Result<CounterCheck, LimitError> {
@@ -260,10 +258,16 @@ impl ComplexRateLimitInbound {
 
 impl Inbound for ComplexRateLimitInbound {
     async fn on_request(&self, req: Request, cx: &mut Context) -> Flow {
-        let (key, limits, window) = match self.key_of(&req, cx).await {
-            Ok(Some(k)) => k,
-            Ok(None) => return Flow::Continue(req),
-            Err(flow) => return flow,
+        let (key, limits, window) = if self.by == RateLimitBy::Function {
+            // An owned head: a `&Request` held across the call would make this future !Send.
+            let head = req.head();
+            match self.function_key(&head, cx).await {
+                Ok(Some(k)) => k,
+                Ok(None) => return Flow::Continue(req),
+                Err(flow) => return flow,
+            }
+        } else {
+            (self.fixed_key(&req, cx), self.limits.clone(), self.window)
         };
         // Scoped by policy name, length-prefixed so no name/key pair collides with another.
         let key = format!("{}:{}:{key}", self.name.len(), self.name);
@@ -314,9 +318,9 @@ mod tests {
 
     use super::*;
     use crate::policies::test_context;
-    use crate::policies::test_util::{continued, must, problem_status, request, response};
+    use crate::policies::test_util::{must, problem_status, request, response};
     use crate::policies::{RateLimitKey, rate_limit_identifier};
-    use crate::{RequestHead, User};
+    use crate::User;
 
     fn policy(options: serde_json::Value) -> ComplexRateLimitInbound {
         let options: ComplexRateLimitInboundOptions = must(serde_json::from_value(options));

@@ -398,16 +398,21 @@ mod tests {
         let c = must(m.check_at("k", &lim, W, 40));
         assert!(!c.allowed);
         assert_eq!(c.used, vec![3, 115]);
-        // requests 3 ≥ 3 is under again when the first entry (10) leaves; tokens 115 is under 100
-        // once 60 and 30 left (the entry at 20): the later decides.
-        assert_eq!(c.retry_after, Duration::from_micros(20 + W_US - 40));
-        assert!(!must(m.check_at("k", &lim, W, 19 + W_US)).allowed);
-        let c = must(m.check_at("k", &lim, W, 20 + W_US));
-        assert_eq!((c.allowed, c.used), (true, vec![1, 25]));
+        // Both counters get back under their limits when the first entry (10) leaves.
+        assert_eq!(c.retry_after, Duration::from_micros(10 + W_US - 40));
+        assert!(!must(m.check_at("k", &lim, W, 9 + W_US)).allowed);
+        let c = must(m.check_at("k", &lim, W, 10 + W_US));
+        assert_eq!((c.allowed, c.used), (true, vec![2, 55]));
+        // A heavier counter decides when it needs more entries to leave than the other.
+        must(m.record_at("k", &limits(&[("tokens", 90)]), W, 10 + W_US));
+        let c = must(m.check_at("k", &lim, W, 11 + W_US));
+        assert_eq!((c.allowed, c.used.clone()), (false, vec![2, 145]));
+        // 145 - 30 (at 20) = 115, - 25 (at 30) = 90: the entry at 30 decides.
+        assert_eq!(c.retry_after, Duration::from_micros(30 + W_US - (11 + W_US)));
         // Counters not named in the limits are not checked; other keys are apart.
         assert!(must(m.check_at("other", &lim, W, 40)).allowed);
-        must(m.record_at("k", &limits(&[("unlisted", 1_000)]), W, 20 + W_US));
-        assert!(must(m.check_at("k", &lim, W, 21 + W_US)).allowed);
+        must(m.record_at("k", &limits(&[("unlisted", 1_000)]), W, 30 + W_US));
+        assert!(must(m.check_at("k", &lim, W, 31 + W_US)).allowed);
     }
 
     #[test]
@@ -456,14 +461,14 @@ mod tests {
         assert!(!c.allowed);
         assert_eq!(c.used, vec![3, 105]);
         assert!(c.retry_after > Duration::ZERO && c.retry_after <= w, "{:?}", c.retry_after);
-        tokio::time::sleep(c.retry_after).await;
-        let c = must(a.check("k", &lim, w).await);
-        assert!(c.allowed, "{c:?}");
         // Expiry: idle counters leave Redis a second after their window.
         let CounterStore::Redis(r) = &a else { panic!("not redis") };
         let mut conn = r.conn.clone();
         let ttl: i64 = must(redis::cmd("PTTL").arg(counter_key("k", "tokens")).query_async(&mut conn).await);
         assert!(ttl > 0 && ttl <= 1_800, "{ttl}");
+        tokio::time::sleep(c.retry_after).await;
+        let c = must(a.check("k", &lim, w).await);
+        assert!(c.allowed, "{c:?}");
         // Cached verdicts for async mode.
         assert!(r.cached_rejection("k").is_none());
         r.remember("k", &CounterCheck { allowed: false, used: vec![], retry_after: Duration::from_secs(5) });

@@ -246,6 +246,21 @@ pub const BUILTINS: &[Builtin] = &[
         ],
     ),
     builtin(
+        "ComplexRateLimitInboundPolicy",
+        "complex-rate-limit-inbound",
+        "ComplexRateLimitInbound",
+        Inbound,
+        &[
+            opt("rateLimitBy", Enum(&["ip", "user", "function", "all"]), true, "what a set of counters belongs to"),
+            opt("timeWindowMinutes", Number, true, "the sliding window, in minutes (fractions allowed)"),
+            opt("limits", Counts, true, "limit per named counter and window, e.g. {\"requests\": 100, \"tokens\": 5000}"),
+            opt("identifier", Object, false, "{export, module}: the function that names the counters (rateLimitBy function)"),
+            opt("headerMode", Enum(&["none", "retry-after"]), false, "send Retry-After on 429 (default retry-after)"),
+            opt("mode", Enum(&["strict", "async"]), false, "wait for the shared store (strict) or not (async)"),
+            opt("throwOnFailure", Bool, false, "answer 503 when the shared store is unreachable (default: let requests through)"),
+        ],
+    ),
+    builtin(
         "QuotaInboundPolicy",
         "quota-inbound",
         "QuotaInbound",
@@ -428,7 +443,7 @@ pub const BUILTINS: &[Builtin] = &[
 
 /// Exports of Zuplo built-ins that this version does not implement yet.
 pub const NOT_YET: &[&str] = &[
-    "ComplexRateLimitInboundPolicy",
+    "GraphQLComplexityLimitInboundPolicy",
     "RequestValidationInboundPolicy",
     "ValidateJsonSchemaInbound",
 ];

@@ -309,6 +309,10 @@ async fn answer_by_path(
     }
     let mut resp = Response::new(full(format!("{{\"upstream\":\"{name}\",\"path\":{:?}}}", path)));
     resp.headers_mut().insert("content-type", "application/json".parse().expect("static header"));
+    // `/tokens/N`: the upstream reports a usage of N tokens (for weighted rate limits).
+    if let Some(n) = path.rsplit_once("/tokens/").and_then(|(_, n)| n.parse::<u64>().ok()) {
+        resp.headers_mut().insert("x-tokens-used", n.into());
+    }
     if let Some(code) = path.rsplit_once("/status/").and_then(|(_, c)| c.parse::<u16>().ok()) {
         *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
         *resp.body_mut() = full(format!("upstream says {code}"));

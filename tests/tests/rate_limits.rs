@@ -202,3 +202,100 @@ async fn two_replicas_share_a_quota_through_redis() {
     }
     assert_eq!(statuses, [200, 200, 429, 429], "the free plan's 2 requests across both replicas");
 }
+
+/// complex-rate-limit-inbound: a request counter and a token counter whose increments the
+/// upstream reports on its response (read by an outbound policy). The request that takes
+/// `tokens` over its limit is admitted (its cost is known only afterwards), the next is not.
+#[tokio::test]
+async fn complex_limits_count_tokens_reported_after_the_response() {
+    let api = Upstream::start("api").await;
+    let gw = gateway(&api, &[]).await;
+    let call = async |path: &str| get(&gw.url(path)).await.expect("request");
+    assert_eq!(call("/complex/tokens/60").await.status, 200);
+    let r = call("/complex/tokens/45").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-tokens-used"), Some("45"));
+    let r = call("/complex/tokens/1").await;
+    assert_eq!(r.status, 429, "105 tokens of 100 used");
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(r.text().contains("`tokens` used 105 of 100"), "{}", r.text());
+    let retry: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).expect("Retry-After in seconds");
+    assert!((1..=3).contains(&retry), "the window is 3 s: {retry}");
+    assert_eq!(api.seen().len(), 2, "rejected requests never reach the upstream");
+    tokio::time::sleep(Duration::from_secs(retry)).await;
+    // The requests counter (5 per window, 1 each by default) limits free requests too.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(call("/complex/free").await.status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+
+    // Per customer through the identifier function: silver's requestsAllowed 2 replaces the
+    // `requests` limit; tokens (50) are counted per customer.
+    let per = async |customer: &str, path: &str| {
+        send("GET", &gw.url(&format!("/complex-customer/{path}")), &[("x-customer", customer)], "").await.expect("request").status
+    };
+    assert_eq!([per("silver", "a").await, per("silver", "b").await, per("silver", "c").await], [200, 200, 429]);
+    assert_eq!([per("gold", "tokens/50").await, per("gold", "tokens/1").await], [200, 429]);
+}
+
+/// Weighted counts in Redis are shared by replicas (recorded after the response, in the
+/// background, so each count is given a moment to land).
+#[tokio::test]
+async fn two_replicas_share_complex_counters_through_redis() {
+    let redis = RedisServer::start();
+    let api = Upstream::start("api").await;
+    let store = [("RATE_LIMIT_REDIS_URL", redis.url.clone())];
+    let a = gateway(&api, &store).await;
+    let b = gateway(&api, &store).await;
+    let mut statuses = Vec::new();
+    for (gw, path) in [(&a, "/complex/tokens/70"), (&b, "/complex/tokens/40"), (&a, "/complex/x"), (&b, "/complex/x")] {
+        statuses.push(get(&gw.url(path)).await.expect("request").status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(statuses, [200, 200, 429, 429], "110 tokens across both replicas");
+}
+
+/// `mode: async` on two replicas sharing Redis: requests never wait for Redis, yet the total
+/// admitted in a window stays within the documented bound (limit + one per replica for traffic
+/// slower than a Redis round trip), and once Redis has answered both replicas reject.
+#[tokio::test]
+async fn async_mode_across_replicas_stays_within_its_bound() {
+    let redis = RedisServer::start();
+    let api = Upstream::start("api").await;
+    let store = [("RATE_LIMIT_REDIS_URL", redis.url.clone())];
+    let replicas = [gateway(&api, &store).await, gateway(&api, &store).await];
+    let limit = 6;
+    let started = std::time::Instant::now();
+    let mut admitted = 0;
+    let mut rejected_by = [0, 0];
+    // Sequential, alternating between the replicas.
+    for i in 0..16 {
+        match get(&replicas[i % 2].url("/limited/async")).await.expect("request").status {
+            200 => admitted += 1,
+            429 => rejected_by[i % 2] += 1,
+            other => panic!("unexpected status {other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!((limit..=limit + 2).contains(&admitted), "{admitted} admitted sequentially for a limit of {limit}");
+    assert!(rejected_by[0] > 0 && rejected_by[1] > 0, "both replicas reject after Redis answered: {rejected_by:?}");
+    // Then concurrent traffic over both: the verdicts already known, nothing more gets through.
+    let tasks: Vec<_> = (0..30)
+        .map(|i| {
+            let url = replicas[i % 2].url("/limited/async");
+            tokio::spawn(async move { (i % 2, get(&url).await.map(|r| r.status).unwrap_or(0)) })
+        })
+        .collect();
+    for t in tasks {
+        let (r, status) = t.await.unwrap_or((0, 0));
+        match status {
+            200 => admitted += 1,
+            429 => rejected_by[r] += 1,
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "the test must stay within one 3 s window");
+    assert!(admitted <= limit + 2, "{admitted} admitted in one window for a limit of {limit}");
+    assert!(rejected_by[0] >= 15 && rejected_by[1] >= 15, "{rejected_by:?}");
+}

@@ -7,6 +7,7 @@
 mod api_key;
 mod basic_auth;
 mod caching;
+mod complex_rate_limit;
 mod de;
 mod deprecation;
 mod headers;
@@ -53,6 +54,7 @@ pub use rate_limit::{
     HeaderMode, Identifier, IdentifierFuture, IdentifierRef, RateLimitBy, RateLimitInbound, RateLimitInboundOptions,
     RateLimitKey, RateLimitMode, rate_limit_identifier,
 };
+pub use complex_rate_limit::{ComplexRateLimitInbound, ComplexRateLimitInboundOptions};
 pub use quota::{
     Clock, QuotaAnchorFn, QuotaAnchorFuture, QuotaAnchorMode, QuotaBy, QuotaDetail, QuotaDetailFn, QuotaDetailFuture,
     QuotaIdentifierRef, QuotaInbound, QuotaInboundOptions, StatusCodes, quota_anchor_fn, quota_detail_fn,

@@ -173,7 +173,7 @@ impl FromOptions for RateLimitInbound {
 }
 
 /// The window of `minutes`, if in range.
-fn window_of(minutes: f64) -> Option<Duration> {
+pub(super) fn window_of(minutes: f64) -> Option<Duration> {
     if !minutes.is_finite() || minutes <= 0.0 {
         return None;
     }
@@ -182,7 +182,7 @@ fn window_of(minutes: f64) -> Option<Duration> {
 
 /// Whole seconds, rounded up, at least 1 (a header value of 0 invites an immediate retry
 /// that would be rejected).
-fn ceil_secs(d: Duration) -> u64 {
+pub(super) fn ceil_secs(d: Duration) -> u64 {
     (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 

@@ -43,11 +43,18 @@ struct Entry {
     window_us: u64,
     /// Rejects everything before this instant (µs since `base`; see [`MemoryLimiter::block`]).
     blocked_until: u64,
+    /// `mode: async`: requests admitted here whose Redis answer has not arrived yet.
+    pending: u64,
+    /// `mode: async`: what the last Redis answer left (remaining, valid until µs since `base`).
+    known: Option<(u64, u64)>,
 }
 
 impl Entry {
     fn is_live(&self, now: u64) -> bool {
-        self.blocked_until > now || self.log.back().is_some_and(|&t| t > now.saturating_sub(self.window_us))
+        self.pending > 0
+            || self.blocked_until > now
+            || self.known.is_some_and(|(_, until)| until > now)
+            || self.log.back().is_some_and(|&t| t > now.saturating_sub(self.window_us))
     }
 }
 
@@ -92,6 +99,60 @@ impl MemoryLimiter {
         self.prepare_insert(&mut shard, key, now);
         let entry = shard.map.entry(key.to_owned()).or_default();
         entry.blocked_until = entry.blocked_until.max(until);
+    }
+
+    /// `mode: async`, the local half: like [`MemoryLimiter::check`], but also rejects while the
+    /// requests admitted here and not yet answered by Redis would use up what the last Redis
+    /// answer left (`known`, until that answer's reset). An admitted request is counted as
+    /// pending until [`MemoryLimiter::settle`].
+    pub(crate) fn check_pending(&self, key: &str, limit: u64, window: Duration) -> Result<Decision, LimitError> {
+        let window_us = window_micros(limit, window)?;
+        let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+        let now = self.now();
+        if let Some(entry) = shard.map.get_mut(key) {
+            match entry.known {
+                Some((_, until)) if until <= now => entry.known = None,
+                Some((remaining, until)) if entry.pending >= remaining && entry.blocked_until <= now => {
+                    let wait = Duration::from_micros(until - now);
+                    return Ok(Decision { allowed: false, remaining: 0, retry_after: wait, reset: wait });
+                }
+                _ => {}
+            }
+        }
+        let mut d = self.check_locked(&mut shard, key, limit, window_us, now);
+        if let Some(entry) = shard.map.get_mut(key) {
+            if d.allowed {
+                entry.pending += 1;
+            }
+            if let Some((remaining, _)) = entry.known {
+                d.remaining = d.remaining.min(remaining.saturating_sub(entry.pending));
+            }
+        }
+        Ok(d)
+    }
+
+    /// `mode: async`: applies the Redis answer to a request [`MemoryLimiter::check_pending`]
+    /// admitted (`None`: Redis failed). A rejection blocks the key until a request would fit
+    /// in Redis; an admission remembers what it left, and blocks the key until its reset when
+    /// that is nothing.
+    pub(crate) fn settle(&self, key: &str, answer: Option<&Decision>) {
+        let mut shard = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+        let now = self.now();
+        self.prepare_insert(&mut shard, key, now);
+        let entry = shard.map.entry(key.to_owned()).or_default();
+        entry.pending = entry.pending.saturating_sub(1);
+        let Some(d) = answer else { return };
+        let micros = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        if !d.allowed {
+            entry.blocked_until = entry.blocked_until.max(now.saturating_add(micros(d.retry_after)));
+            entry.known = Some((0, now.saturating_add(micros(d.retry_after))));
+        } else {
+            let until = now.saturating_add(micros(d.reset));
+            entry.known = Some((d.remaining, until));
+            if d.remaining == 0 {
+                entry.blocked_until = entry.blocked_until.max(until);
+            }
+        }
     }
 
     /// Keys currently held (live or not yet swept), for tests and metrics.
@@ -339,6 +400,36 @@ mod tests {
             }
         });
         assert_eq!(admitted.into_inner(), 77);
+    }
+
+    #[test]
+    fn pending_requests_use_what_redis_reported() {
+        let l = MemoryLimiter::new();
+        let w = Duration::from_secs(60);
+        let ok = |l: &MemoryLimiter| l.check_pending("k", 10, w).is_ok_and(|d| d.allowed);
+        // No answer yet: the local log decides; two requests in flight.
+        assert!(ok(&l) && ok(&l));
+        // The first answer: 2 left in Redis (other replicas used some). One of ours is still in
+        // flight, so one more fits, not two.
+        let answer = |remaining, allowed| Decision { allowed, remaining, retry_after: Duration::ZERO, reset: Duration::from_secs(30) };
+        l.settle("k", Some(&answer(2, true)));
+        assert!(ok(&l));
+        assert!(!ok(&l), "admitted beyond what Redis reported");
+        // Answers that leave nothing block the key until their reset, whatever is pending.
+        l.settle("k", Some(&answer(1, true)));
+        l.settle("k", Some(&answer(0, true)));
+        let d = l.check_pending("k", 10, w).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!d.allowed && d.retry_after > Duration::from_secs(29) && d.retry_after <= Duration::from_secs(30), "{d:?}");
+        // A rejection by Redis blocks for its Retry-After; a failure only settles the count.
+        let l = MemoryLimiter::new();
+        assert!(ok(&l));
+        l.settle("k", Some(&Decision { allowed: false, remaining: 0, retry_after: Duration::from_secs(5), reset: Duration::from_secs(5) }));
+        let d = l.check_pending("k", 10, w).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!d.allowed && d.retry_after <= Duration::from_secs(5) && d.retry_after > Duration::from_secs(4));
+        let l = MemoryLimiter::new();
+        assert!(ok(&l));
+        l.settle("k", None);
+        assert!(ok(&l));
     }
 
     #[test]

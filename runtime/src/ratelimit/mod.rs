@@ -27,6 +27,7 @@
 //! in process. Redis uses the server's clock (`TIME` inside the script), so replicas with
 //! skewed clocks still agree.
 
+pub mod complex;
 mod memory;
 pub mod quota;
 pub(crate) mod redis;

@@ -122,22 +122,45 @@ impl RedisLimiter {
         })
     }
 
-    /// `mode: async`: decides with this process's own log, without waiting for Redis, and
-    /// sends an admitted request to Redis in the background. When Redis rejects it (the other
-    /// replicas used the shared budget), this process rejects the key locally until Redis
-    /// says a request would fit again. So one replica alone is exact, and replicas together
-    /// may over-admit by what they admit during one Redis round trip after the shared budget
-    /// runs out. Redis errors are logged (throttled) and otherwise ignored.
+    /// `mode: async`: decides in this process, without waiting for Redis, and sends each
+    /// admitted request to Redis in the background; Redis's answers steer later local
+    /// decisions (see [`MemoryLimiter`]'s pending counts):
+    ///
+    /// - the local log alone admits at most `limit` per window (one replica alone is exact);
+    /// - an answer rejecting a request blocks the key here until Redis says one would fit;
+    /// - an answer admitting one remembers the remaining count Redis reported (until the
+    ///   oldest counted request leaves the window): the key is admitted here only while the
+    ///   requests admitted here since and not yet answered are fewer, and is blocked when
+    ///   Redis reported none left.
+    ///
+    /// **Bound across replicas.** Redis itself admits exactly `limit` per window, so the
+    /// excess is the requests a replica admitted that Redis then rejected. A replica admits
+    /// such a request only while it has no answer showing the key at its limit: once the
+    /// shared budget is used up, each replica over-admits at most the requests it lets
+    /// through before its next Redis answer for the key arrives (those in flight to Redis at
+    /// that moment; never more than the remaining count its last answer reported, and before
+    /// its first answer never more than `limit`). So in any window the replicas together
+    /// admit at most `limit + F`, F being the sum over replicas of their requests in flight
+    /// to Redis when the budget ran out; with traffic slower than a Redis round trip that is
+    /// at most one request per replica (`limit + replicas`). After those answers, every
+    /// replica rejects the key without asking Redis until a request would fit again.
+    ///
+    /// Redis errors are logged (throttled) and otherwise ignored.
     pub fn check_async(self: &Arc<Self>, key: &str, limit: u64, window: Duration) -> Result<Decision, LimitError> {
-        let decision = self.local.check(key, limit, window)?;
-        if decision.allowed && tokio::runtime::Handle::try_current().is_ok() {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.local.check(key, limit, window);
+        }
+        let decision = self.local.check_pending(key, limit, window)?;
+        if decision.allowed {
             let this = self.clone();
             let key = key.to_owned();
             tokio::spawn(async move {
                 match this.check(&key, limit, window).await {
-                    Ok(d) if !d.allowed => this.local.block(&key, d.retry_after),
-                    Ok(_) => {}
-                    Err(e) => warn_throttled("rate limit: cannot count a request in Redis (async mode)", &e),
+                    Ok(d) => this.local.settle(&key, Some(&d)),
+                    Err(e) => {
+                        this.local.settle(&key, None);
+                        warn_throttled("rate limit: cannot count a request in Redis (async mode)", &e);
+                    }
                 }
             });
         }
@@ -291,6 +314,32 @@ pub(crate) mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert!(resumed, "counting did not resume after Redis came back");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn async_replicas_stay_within_the_documented_bound() {
+        let port = free_port();
+        let Some(_server) = Server::start(port).await else { return };
+        let a = Arc::new(must(RedisLimiter::with_timeout(&url(port), Duration::from_secs(2))));
+        let b = Arc::new(must(RedisLimiter::with_timeout(&url(port), Duration::from_secs(2))));
+        let (limit, w) = (6u64, Duration::from_secs(60));
+        // Traffic slower than a Redis round trip, alternating: at most one extra per replica.
+        let mut admitted = 0;
+        let mut rejected_by = [false, false];
+        for i in 0..30 {
+            let (l, r) = if i % 2 == 0 { (&a, 0) } else { (&b, 1) };
+            if must(l.check_async("seq", limit, w)).allowed {
+                admitted += 1;
+            } else {
+                rejected_by[r] = true;
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+        assert!((limit..=limit + 2).contains(&admitted), "{admitted} admitted for a limit of {limit}");
+        assert_eq!(rejected_by, [true, true], "both replicas reject once Redis has answered");
+        // Then a concurrent burst on both: nothing more gets through.
+        let burst = (0..40).filter(|i| must(if i % 2 == 0 { &a } else { &b }.check_async("seq", limit, w)).allowed).count();
+        assert_eq!(burst, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! requests per window than the others; requests without a customer are not limited here.
 //! Quotas per plan, and a meter of what each request cost.
 
-use specgate_runtime::policies::{QuotaDetail, QuotaInbound, RateLimitKey};
+use specgate_runtime::policies::{ComplexRateLimitInbound, QuotaDetail, QuotaInbound, RateLimitKey};
 use specgate_runtime::prelude::*;
 
 pub async fn by_customer(request: &RequestHead, _context: &Context, _policy_name: &str) -> Option<RateLimitKey> {
@@ -24,5 +24,14 @@ pub async fn quota_by_plan(request: &RequestHead, _context: &Context, _policy_na
 pub async fn count_tokens(response: Response, request: &RequestHead, context: &mut Context, _options: &Value, _policy_name: &str) -> Response {
     let tokens = request.header("x-tokens").and_then(|t| t.parse().ok()).unwrap_or(0);
     QuotaInbound::set_meters(context, [("tokens", tokens)]);
+    response
+}
+
+/// Counts the tokens the upstream reports it used (`x-tokens-used` on its response) against
+/// the `tokens` counter of the complex rate limits on the route; the `requests` counter keeps
+/// its default increment of 1.
+pub async fn count_upstream_tokens(response: Response, _request: &RequestHead, context: &mut Context, _options: &Value, _policy_name: &str) -> Response {
+    let tokens = response.headers().get("x-tokens-used").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+    ComplexRateLimitInbound::set_increments(context, [("tokens", tokens)]);
     response
 }

@@ -406,6 +406,7 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, p
             }
         }
         Handler::OpenApiSpec => quote! {
+            let _ = &cx;
             handlers::openapi_document(&req, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")))
         },
         Handler::Custom { module, export, .. } => {

@@ -275,6 +275,7 @@ impl Gateway {
         req: Request,
         cx: &mut Context,
     ) -> Response {
+        let _ = &cx;
         handlers::openapi_document(
             &req,
             include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")),

@@ -7,6 +7,9 @@
 #
 # GATEWAY_ENV holds the gateway's variables as "K=V K=V"; {UP} in a value stands for the
 # upstream's URL. HEADER (for example "authorization: Bearer ...") is sent on both routes.
+# PACE_MS=N makes every connection wait N ms between its requests (a wrk Lua `delay`), so the
+# load is a steady rate well below saturation (about CONNECTIONS * 1000 / (N + latency)
+# requests/s) and the latencies are those of an unsaturated gateway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,11 +41,20 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+script=()
+if [ -n "${PACE_MS:-}" ]; then
+  pace_lua=$(mktemp --suffix=.lua)
+  echo "function delay() return ${PACE_MS} end" >"$pace_lua"
+  script=(-s "$pace_lua")
+fi
+
 run() { # path -> "rps p99_ms"
-  local out rps p99
-  out=$(timeout 60 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency -H "$HEADER" "http://127.0.0.1:$GW_PORT$1")
+  local out rps p99 p50
+  out=$(timeout 60 wrk -t1 -c"$CONNECTIONS" -d"$DURATION" --latency "${script[@]}" -H "$HEADER" "http://127.0.0.1:$GW_PORT$1")
   if grep -q "Non-2xx\|Socket errors" <<<"$out"; then echo "warning: errors on $1:" >&2; grep "Non-2xx\|Socket errors" <<<"$out" >&2; fi
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
+  [ -n "${PACE_MS:-}" ] && echo "  $1: $rps req/s, p50 ${p50} ms" >&2
   p99=$(awk '$1=="99%" {v=$2; if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
   echo "$rps $p99"
 }

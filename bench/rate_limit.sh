@@ -15,3 +15,7 @@ rpid=$!
 trap 'kill $rpid 2>/dev/null || true' EXIT
 sleep 0.5
 GATEWAY_ENV="API_URL={UP} RATE_LIMIT_REDIS_URL=redis://127.0.0.1:$port" bench/ab.sh rate-limits /bench/plain /bench/limited
+echo
+echo "== Redis limiter at a steady rate below saturation (p99 target: under 2 ms)"
+PACE_MS="${PACE_MS:-2}" CONNECTIONS="${PACED_CONNECTIONS:-16}" \
+  GATEWAY_ENV="API_URL={UP} RATE_LIMIT_REDIS_URL=redis://127.0.0.1:$port" bench/ab.sh rate-limits /bench/plain /bench/limited

@@ -107,6 +107,20 @@ fn emit_crate(project: &Project, opts: &Options) -> Result<Output, String> {
     let readme = Readme { version, hash, name: &name, project: &project.name, env_vars: &env_vars, routes: &rows };
     files.insert("README.md".to_owned(), readme.render().map_err(|e| e.to_string())?.into_bytes());
 
+    // The Docker build context: the parent of the runtime crate (the workspace root in a
+    // specgate checkout), when this crate lies inside it.
+    let runtime_abs = normalize(&if runtime.is_absolute() { runtime.clone() } else { std::env::current_dir().unwrap_or_default().join(&runtime) });
+    let context = runtime_abs.parent().map(Path::to_path_buf).unwrap_or_else(|| runtime_abs.clone());
+    let crate_dir = relative_path(&opts.out, &context);
+    let (crate_dir, context_from_crate) = if crate_dir.starts_with("..") {
+        // Outside: the context must be a directory holding both; paths are given from the crate.
+        (".".to_owned(), relative_path(&context, &opts.out))
+    } else {
+        (crate_dir, relative_path(&context, &opts.out))
+    };
+    let dockerfile = Dockerfile { version, hash, name: &name, project: &project.name, crate_dir: &crate_dir, context_from_crate: &context_from_crate, standalone };
+    files.insert("Dockerfile".to_owned(), dockerfile.render().map_err(|e| e.to_string())?.into_bytes());
+
     let public = public_document(project);
     let mut doc = serde_json::to_string_pretty(&public).map_err(|e| e.to_string())?;
     doc.push('\n');
@@ -122,6 +136,18 @@ struct CargoToml<'a> {
     hash: &'a str,
     name: &'a str,
     runtime_path: &'a str,
+    standalone: bool,
+}
+
+#[derive(askama::Template)]
+#[template(path = "Dockerfile.txt", escape = "none")]
+struct Dockerfile<'a> {
+    version: &'a str,
+    hash: &'a str,
+    name: &'a str,
+    project: &'a str,
+    crate_dir: &'a str,
+    context_from_crate: &'a str,
     standalone: bool,
 }
 

@@ -299,9 +299,14 @@ struct App<G: Gateway> {
     max_body_bytes: u64,
 }
 
-/// Entry point of a generated gateway's `main`.
+/// Entry point of a generated gateway's `main`. With the argument `health-check`, asks the
+/// gateway running on `HOST`/`PORT` for `/__zuplo/ping` instead (for container health checks)
+/// and exits 0 when it answers 200.
 pub fn run<G: Gateway>() -> ExitCode {
     let env = Environment::load();
+    if std::env::args().nth(1).as_deref() == Some("health-check") {
+        return health_check(&env);
+    }
     init_logging(&env);
     crate::env::set_global(env.clone());
     let config = match ServerConfig::from_env(&env) {
@@ -400,6 +405,32 @@ pub fn run<G: Gateway>() -> ExitCode {
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn health_check(env: &Environment) -> ExitCode {
+    use std::io::{Read, Write};
+    let port = env.get("PORT").and_then(|p| p.parse::<u16>().ok()).unwrap_or(9000);
+    let host = env.get("HOST").and_then(|h| h.parse::<IpAddr>().ok()).filter(|h| !h.is_unspecified()).unwrap_or(Ipv4Addr::LOCALHOST.into());
+    let addr = SocketAddr::new(host, port);
+    let answer = (|| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"GET /__zuplo/ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf).into_owned())
+    })();
+    match answer {
+        Ok(a) if a.starts_with("HTTP/1.1 200") => ExitCode::SUCCESS,
+        Ok(a) => {
+            eprintln!("unhealthy: {}", a.lines().next().unwrap_or(""));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {addr}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -149,3 +149,34 @@ async fn crate_generated_outside_the_workspace_builds_and_serves() {
     assert!(r.json()["detail"].as_str().is_some_and(|d| d.contains("$import(./modules/audit-log)")), "{}", r.text());
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[tokio::test]
+async fn container_recipe_and_health_check_command() {
+    // The emitted Dockerfile builds this crate from the workspace and runs it unprivileged with
+    // a health check that needs nothing but the binary.
+    let dockerfile = std::fs::read_to_string(workspace_root().join("generated/multi-backend/Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("cargo build --release --locked -p multi-backend"), "{dockerfile}");
+    assert!(dockerfile.contains("docker build -f Dockerfile -t multi-backend ../.."), "{dockerfile}");
+    assert!(dockerfile.contains("USER 10001:10001"));
+    assert!(dockerfile.contains(r#"HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 CMD ["/usr/local/bin/gateway", "health-check"]"#));
+    assert_eq!(dockerfile.matches("\nFROM ").count(), 2, "two stages");
+    let bin = gateway_binary("multi-backend");
+    let api = Upstream::start("api").await;
+    let env = [("USERS_URL", api.url()), ("ORDERS_URL", api.url()), ("CATALOG_URL", api.url())];
+    let gw = Gateway::start(&bin, &env).await;
+    let check = |port: u16| {
+        Command::new(&bin)
+            .arg("health-check")
+            .env("PORT", port.to_string())
+            .env("USERS_URL", "http://127.0.0.1:1")
+            .output()
+            .expect("run health-check")
+    };
+    let healthy = check(gw.addr.port());
+    assert!(healthy.status.success(), "{}", String::from_utf8_lossy(&healthy.stderr));
+    let nobody = check(specgate_tests::free_port());
+    assert!(!nobody.status.success());
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("unhealthy"));
+    // The health check answers without starting a second gateway on the port.
+    assert_eq!(get(&gw.url("/__zuplo/ping")).await.expect("ping").status, 200);
+}

@@ -313,13 +313,15 @@ mod tests {
     #[tokio::test]
     async fn expired_keys_are_refused() {
         let (store, _) = store_with_key("expired", "default").await;
-        let soon = must(store.create_key(CreateKey { consumer: "brief".into(), expires_at: Some(now_unix() + 1), ..CreateKey::default() }).await);
+        let soon = must(store.create_key(CreateKey { consumer: "brief".into(), expires_at: Some(now_unix() + 2), ..CreateKey::default() }).await);
         let p = policy(json!({"cacheTtlSeconds": 60}), &store);
         let mut cx = test_context();
         let h = format!("Bearer {}", soon.key);
         assert!(continued(p.on_request(get(&[("authorization", &h)]), &mut cx).await).is_ok());
-        // Expiry is checked on every request, even when the look-up is cached.
-        tokio::time::sleep(Duration::from_millis(2100)).await;
+        // Expiry is checked on every request, even when the look-up is cached. (Expiry is in
+        // whole seconds: 2 s ahead leaves at least a second for the first request on a busy
+        // machine; 3.1 s later it has certainly passed.)
+        tokio::time::sleep(Duration::from_millis(3100)).await;
         let (status, _, body) = refusal(p.on_request(get(&[("authorization", &h)]), &mut cx).await).await;
         assert_eq!(status, 401);
         assert!(body.contains("expired"), "{body}");

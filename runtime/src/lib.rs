@@ -24,6 +24,7 @@ pub mod request_id;
 pub mod router;
 pub mod server;
 pub mod template;
+pub mod validation;
 mod time;
 
 pub use context::{Context, User};

@@ -49,10 +49,10 @@ impl Sources {
                 return self.nodes.contains_key(&id).then_some(id);
             }
         };
-        if !self.nodes.contains_key(&file) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.nodes.entry(file) {
             let text = files.get(file).text.clone();
             let (node, _) = crate::source::parse(&text, format_of(&canonical));
-            self.nodes.insert(file, node?);
+            slot.insert(node?);
         }
         Some(file)
     }

@@ -439,13 +439,36 @@ pub const BUILTINS: &[Builtin] = &[
             opt("issuer", String, false, "iss claim (default UPSTREAM_JWT_ISSUER or specgate)"),
         ],
     ),
+    builtin(
+        "RequestValidationInboundPolicy",
+        "request-validation-inbound",
+        "RequestValidationInbound",
+        Inbound,
+        &[
+            opt("validateBody", Enum(VALIDATION_ACTIONS), false, "the request body against its media type's schema (default none)"),
+            opt("validateQueryParameters", Enum(VALIDATION_ACTIONS), false, "query parameters (default none)"),
+            opt("validatePathParameters", Enum(VALIDATION_ACTIONS), false, "path parameters (default none)"),
+            opt("validateHeaders", Enum(VALIDATION_ACTIONS), false, "header parameters (default none)"),
+            opt("logLevel", Enum(&["error", "warn", "info", "debug"]), false, "level of the log line of a failure (default info)"),
+            opt("includeRequestInLogs", Bool, false, "log the request's method, URL and headers with a failure (default false)"),
+            opt("maxBodySizeInBytes", Integer, false, "largest body buffered for validation, else 413 (default 1048576; specgate extension)"),
+        ],
+    ),
+    builtin(
+        "ValidateJsonSchemaInbound",
+        "validate-json-schema-inbound",
+        "ValidateJsonSchemaInbound",
+        Inbound,
+        &[opt("validator", String, true, "$import(./schemas/x.json): the JSON Schema the body must match")],
+    ),
 ];
+
+/// What request-validation-inbound may do about each part of a request.
+const VALIDATION_ACTIONS: &[&str] = &["none", "log-only", "reject-and-log", "reject-only"];
 
 /// Exports of Zuplo built-ins that this version does not implement yet.
 pub const NOT_YET: &[&str] = &[
     "GraphQLComplexityLimitInboundPolicy",
-    "RequestValidationInboundPolicy",
-    "ValidateJsonSchemaInbound",
 ];
 
 /// The built-in with this export name.

@@ -116,6 +116,7 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
             }
         }
     };
+    let operations = pols.operation_statics.values().map(|(ident, op)| operation_static(ident, op));
     let (hooks_ty, has_hooks, hooks_fn) = match &project.hooks {
         Some(m) => {
             let path: syn::Path = syn::parse_str(&m.rust_path).map_err(|e| e.to_string())?;
@@ -136,6 +137,7 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
         use ::specgate_runtime::{Context, Problem, Request, Response};
 
         #(#examples)*
+        #(#operations)*
 
         /// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
         pub struct Gateway {
@@ -502,6 +504,8 @@ struct PolicyFields {
     /// (policy, route) → field; route is `usize::MAX` for instances shared by every route.
     by_use: BTreeMap<(usize, usize), Ident>,
     example_consts: Vec<(Ident, Vec<crate::model::Example>)>,
+    /// Route → the static describing its operation for request validation.
+    operation_statics: BTreeMap<usize, (Ident, crate::model::Operation)>,
 }
 
 struct PolicyField {
@@ -513,11 +517,11 @@ struct PolicyField {
 
 impl PolicyFields {
     fn new(project: &Project) -> Self {
-        let mut out = PolicyFields { fields: Vec::new(), by_use: BTreeMap::new(), example_consts: Vec::new() };
+        let mut out = PolicyFields { fields: Vec::new(), by_use: BTreeMap::new(), example_consts: Vec::new(), operation_statics: BTreeMap::new() };
         for (r, route) in project.routes.iter().enumerate() {
             for &p in route.inbound.iter().chain(&route.outbound) {
                 let def = &project.policies.list[p];
-                let per_route = matches!(&def.kind, PolicyKind::Builtin { spec, .. } if spec.export == "MockApiInboundPolicy");
+                let per_route = matches!(&def.kind, PolicyKind::Builtin { spec, .. } if spec.export == "MockApiInboundPolicy" || spec.export == "RequestValidationInboundPolicy");
                 let key = (p, if per_route { r } else { usize::MAX });
                 if out.by_use.contains_key(&key) {
                     continue;
@@ -526,7 +530,7 @@ impl PolicyFields {
                 let field = if per_route { format_ident!("{}_r{}", base, r) } else { Ident::new(&base, Span::call_site()) };
                 let name = &def.name;
                 let (ty, init, doc) = match &def.kind {
-                    PolicyKind::Builtin { spec, options, functions } => {
+                    PolicyKind::Builtin { spec, options, functions, json_schema, .. } => {
                         let ty: TokenStream = format!("::specgate_runtime::policies::{}", spec.rust_type).parse().unwrap_or_default();
                         let init = if !functions.is_empty() {
                             // Each function is wrapped as the runtime's boxed closure type, the
@@ -547,6 +551,12 @@ impl PolicyFields {
                             quote! {
                                 env.policy::<#ty>(#name, #options).map(|p| p #(#wire)*)
                             }
+                        } else if spec.export == "RequestValidationInboundPolicy" {
+                            let consts = format_ident!("OPERATION_R{}", r);
+                            out.operation_statics.insert(r, (consts.clone(), route.operation.clone().unwrap_or_default()));
+                            quote! { env.policy::<#ty>(#name, #options).and_then(|p| env.check(#name, p.with_operation(&#consts))) }
+                        } else if let Some(schema) = json_schema {
+                            quote! { env.policy::<#ty>(#name, #options).and_then(|p| env.check(#name, p.with_schema(#schema))) }
                         } else if per_route {
                             let consts = format_ident!("EXAMPLES_R{}", r);
                             out.example_consts.push((consts.clone(), route.examples.clone()));
@@ -641,6 +651,100 @@ fn cors_fields(project: &Project) -> Vec<CorsField> {
         out.push(field);
     }
     out
+}
+
+/// The static describing an operation's parameters and body for request validation.
+fn operation_static(ident: &Ident, op: &crate::model::Operation) -> TokenStream {
+    use crate::model::{ParamIn, ParamSchema};
+    let params = op.parameters.iter().map(|p| {
+        let name = &p.name;
+        let location = match p.location {
+            ParamIn::Path => quote! { V::In::Path },
+            ParamIn::Query => quote! { V::In::Query },
+            ParamIn::Header => quote! { V::In::Header },
+        };
+        let style = format_ident!("{}", match p.style.as_str() {
+            "simple" => "Simple",
+            "spaceDelimited" => "SpaceDelimited",
+            "pipeDelimited" => "PipeDelimited",
+            "deepObject" => "DeepObject",
+            "label" => "Label",
+            "matrix" => "Matrix",
+            _ => "Form",
+        });
+        let (required, explode) = (p.required, p.explode);
+        let schema = match &p.schema {
+            ParamSchema::Any => quote! { V::ParamSchema::Any },
+            ParamSchema::Simple(s) => {
+                let s = simple_tokens(s);
+                quote! { V::ParamSchema::Simple(#s) }
+            }
+            ParamSchema::Array { items, min_items, max_items, unique_items } => {
+                let items = simple_tokens(items);
+                let (min, max) = (opt_tokens(*min_items), opt_tokens(*max_items));
+                quote! { V::ParamSchema::Array { items: #items, min_items: #min, max_items: #max, unique_items: #unique_items } }
+            }
+            ParamSchema::Json { schema, shape } => {
+                let shape = format_ident!("{}", shape);
+                quote! { V::ParamSchema::Json { schema: #schema, shape: V::Shape::#shape } }
+            }
+        };
+        quote! { V::Parameter { name: #name, location: #location, required: #required, style: V::Style::#style, explode: #explode, schema: #schema } }
+    });
+    let body = match &op.body {
+        None => quote! { None },
+        Some(b) => {
+            let required = b.required;
+            let content = b.content.iter().map(|m| {
+                let media = &m.media_type;
+                let schema = match &m.schema {
+                    Some(s) => quote! { Some(#s) },
+                    None => quote! { None },
+                };
+                quote! { V::MediaType { media_type: #media, schema: #schema } }
+            });
+            quote! { Some(V::RequestBody { required: #required, content: &[#(#content),*] }) }
+        }
+    };
+    quote! {
+        static #ident: ::specgate_runtime::validation::Operation = {
+            use ::specgate_runtime::validation as V;
+            V::Operation { parameters: &[#(#params),*], body: #body }
+        };
+    }
+}
+
+fn opt_tokens<T: quote::ToTokens>(v: Option<T>) -> TokenStream {
+    match v {
+        Some(v) => quote! { Some(#v) },
+        None => quote! { None },
+    }
+}
+
+fn simple_tokens(s: &crate::model::SimpleSpec) -> TokenStream {
+    let ty = format_ident!("{}", s.ty);
+    let enumeration = &s.enumeration;
+    let (minimum, maximum) = (opt_tokens(s.minimum), opt_tokens(s.maximum));
+    let (exclusive_minimum, exclusive_maximum) = (opt_tokens(s.exclusive_minimum), opt_tokens(s.exclusive_maximum));
+    let multiple_of = opt_tokens(s.multiple_of);
+    let (min_length, max_length) = (opt_tokens(s.min_length), opt_tokens(s.max_length));
+    let pattern = opt_tokens(s.pattern.as_deref());
+    let format = opt_tokens(s.format.as_deref());
+    quote! {
+        V::Simple {
+            ty: V::SimpleType::#ty,
+            enumeration: &[#(#enumeration),*],
+            minimum: #minimum,
+            maximum: #maximum,
+            exclusive_minimum: #exclusive_minimum,
+            exclusive_maximum: #exclusive_maximum,
+            multiple_of: #multiple_of,
+            min_length: #min_length,
+            max_length: #max_length,
+            pattern: #pattern,
+            format: #format,
+        }
+    }
 }
 
 /// Start-up rendering of a template made of literals and environment values.

@@ -15,5 +15,6 @@ pub mod modules;
 pub mod pattern;
 pub mod policies;
 pub mod project;
+pub mod schema;
 pub mod source;
 pub mod template;

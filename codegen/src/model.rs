@@ -90,6 +90,130 @@ pub struct Route {
     pub outbound: Vec<usize>,
     /// Response examples of the operation (for mock-api-inbound).
     pub examples: Vec<Example>,
+    /// Parameters and request body with bundled schemas, for routes that use a validation
+    /// policy.
+    pub operation: Option<Operation>,
+}
+
+/// What request validation needs of an operation.
+#[derive(Debug, Clone, Default)]
+pub struct Operation {
+    /// Path-item and operation parameters (cookies and ignored headers left out).
+    pub parameters: Vec<Parameter>,
+    /// The request body.
+    pub body: Option<RequestBody>,
+}
+
+impl Operation {
+    /// Whether there is anything to check in `location` (`None`: the body).
+    pub fn has(&self, location: Option<ParamIn>) -> bool {
+        match location {
+            None => self.body.as_ref().is_some_and(|b| !b.content.is_empty()),
+            Some(l) => self.parameters.iter().any(|p| p.location == l),
+        }
+    }
+}
+
+/// Where a parameter is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamIn {
+    /// Path.
+    Path,
+    /// Query.
+    Query,
+    /// Header.
+    Header,
+}
+
+/// One parameter.
+#[derive(Debug, Clone)]
+pub struct Parameter {
+    /// Name (headers lower-cased).
+    pub name: String,
+    /// Where it is sent.
+    pub location: ParamIn,
+    /// Whether it must be present.
+    pub required: bool,
+    /// `style` as written (or its default).
+    pub style: String,
+    /// `explode` (or its default).
+    pub explode: bool,
+    /// The schema.
+    pub schema: ParamSchema,
+    /// Where the parameter is written.
+    pub at: Location,
+}
+
+/// A parameter schema in the runtime's terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamSchema {
+    /// No constraints.
+    Any,
+    /// A simple type, checked from const data.
+    Simple(SimpleSpec),
+    /// An array of a simple type.
+    Array {
+        /// Items.
+        items: SimpleSpec,
+        /// `minItems`.
+        min_items: Option<u64>,
+        /// `maxItems`.
+        max_items: Option<u64>,
+        /// `uniqueItems`.
+        unique_items: bool,
+    },
+    /// A bundled JSON Schema 2020-12 document checked by jsonschema.
+    Json {
+        /// The schema as JSON text.
+        schema: String,
+        /// `Scalar`, `Array` or `Object` (the runtime's `Shape` variant).
+        shape: &'static str,
+    },
+}
+
+/// A simple schema (the runtime's `Simple`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimpleSpec {
+    /// `String`, `Integer`, `Number` or `Boolean` (the runtime's `SimpleType` variant).
+    pub ty: &'static str,
+    /// `enum` values as text.
+    pub enumeration: Vec<String>,
+    /// `minimum`.
+    pub minimum: Option<f64>,
+    /// `maximum`.
+    pub maximum: Option<f64>,
+    /// `exclusiveMinimum` (numeric form).
+    pub exclusive_minimum: Option<f64>,
+    /// `exclusiveMaximum` (numeric form).
+    pub exclusive_maximum: Option<f64>,
+    /// `multipleOf`.
+    pub multiple_of: Option<f64>,
+    /// `minLength`.
+    pub min_length: Option<u64>,
+    /// `maxLength`.
+    pub max_length: Option<u64>,
+    /// `pattern`.
+    pub pattern: Option<String>,
+    /// `format`.
+    pub format: Option<String>,
+}
+
+/// The request body.
+#[derive(Debug, Clone)]
+pub struct RequestBody {
+    /// `required`.
+    pub required: bool,
+    /// Media types in document order.
+    pub content: Vec<MediaType>,
+}
+
+/// One media type of a request body.
+#[derive(Debug, Clone)]
+pub struct MediaType {
+    /// The media type or range.
+    pub media_type: String,
+    /// Its bundled schema as JSON text.
+    pub schema: Option<String>,
 }
 
 /// One response example of an operation.

@@ -35,6 +35,11 @@ pub enum PolicyKind {
         /// Custom functions the policy calls (`identifier` of the rate-limit and quota
         /// policies).
         functions: Vec<PolicyFn>,
+        /// The JSON Schema file of validate-json-schema-inbound (`validator` option) as
+        /// written, and where.
+        schema_file: Option<(String, Location)>,
+        /// That file's schema, bundled (filled in by the project loader).
+        json_schema: Option<String>,
     },
     /// `composite-inbound` / `composite-outbound`.
     Composite {
@@ -345,7 +350,13 @@ fn policy_kind(root: &Path, file: usize, name: &str, item: &Node, diags: &mut Di
         return PolicyKind::Invalid;
     }
     match check_options(spec, options, file, diags) {
-        Some(json) => PolicyKind::Builtin { spec, options: json, functions },
+        Some(json) => {
+            let schema_file = (spec.export == "ValidateJsonSchemaInbound")
+                .then(|| options.get("validator"))
+                .flatten()
+                .and_then(|v| Some((v.as_str()?.to_owned(), at(file, v.span))));
+            PolicyKind::Builtin { spec, options: json, functions, schema_file, json_schema: None }
+        }
         None => PolicyKind::Invalid,
     }
 }

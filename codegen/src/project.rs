@@ -15,6 +15,7 @@ use crate::model::{Document, Example, Handler, PathMode, Project, Route, Setting
 use crate::modules::{ModuleRef, Role};
 use crate::policies::{PolicyKind, PolicySet};
 use crate::pattern::{self, ParsedPath};
+use crate::schema::{Bundler, OperationInput, Sources};
 use crate::source::{self, Format, Kind, Node, Span};
 use crate::template;
 
@@ -74,10 +75,12 @@ pub fn load_with(root: &Path, name: Option<&str>, stub_missing: bool) -> (Option
     }
 
     let settings = load_settings(root, &mut files, &mut diags);
-    let policies = load_policies(root, &mut files, &mut diags);
+    let mut policies = load_policies(root, &mut files, &mut diags);
     let mut used = vec![false; policies.list.len()];
+    let mut sources = Sources::default();
+    load_json_schemas(root, &mut policies, &mut sources, &mut files, &mut diags);
 
-    let mut loader = Loader { root, files: &mut files, diags: &mut diags, external: BTreeMap::new(), cors_used: vec![false; policies.cors.len()] };
+    let mut loader = Loader { root, files: &mut files, diags: &mut diags, external: BTreeMap::new(), cors_used: vec![false; policies.cors.len()], sources };
     let mut routes = Vec::new();
     for doc in &documents {
         loader.check_document(doc);
@@ -159,6 +162,39 @@ fn read_file(root: &Path, path: &Path, files: &mut Files, diags: &mut Diagnostic
         }
     }
     node.map(|n| (file, n))
+}
+
+/// Reads and bundles the schema file of every validate-json-schema-inbound policy.
+fn load_json_schemas(root: &Path, policies: &mut PolicySet, sources: &mut Sources, files: &mut Files, diags: &mut Diagnostics) {
+    for p in &mut policies.list {
+        let PolicyKind::Builtin { schema_file: Some((text, loc)), json_schema, .. } = &mut p.kind else { continue };
+        let Some(rel) = text.trim().strip_prefix("$import(").and_then(|r| r.strip_suffix(')')) else {
+            diags.error(*loc, "`validator` must name a JSON Schema file of the project")
+                .help("write \"validator\": \"$import(./schemas/item.json)\"");
+            continue;
+        };
+        let path = root.join(rel.trim());
+        if !path.is_file() {
+            diags.error(*loc, format!("schema file `{}` not found", rel.trim()))
+                .label(format!("looked for {}", display_name(root, &lexical_normalize(&path))));
+            continue;
+        }
+        let Some(file) = sources.load(&path, files, diags, root) else {
+            diags.error(*loc, format!("schema file `{}` cannot be read", rel.trim()));
+            continue;
+        };
+        let Some(node) = sources.get(file).cloned() else { continue };
+        let mut value = Bundler::new(sources, files, diags, root, false).bundle(&node, file);
+        // Keep the draft the file declares.
+        if let (Some(draft), serde_json::Value::Object(map)) = (node.get("$schema").and_then(Node::as_str), &mut value) {
+            map.insert("$schema".into(), serde_json::Value::String(draft.to_owned()));
+        }
+        if let Err(msg) = crate::schema::compile(&value) {
+            diags.error(*loc, format!("the schema in `{}` cannot be compiled: {msg}", rel.trim()));
+            continue;
+        }
+        *json_schema = Some(value.to_string());
+    }
 }
 
 /// `a/b/../c` → `a/c`, without touching the file system (the path may not exist).
@@ -265,6 +301,8 @@ struct Loader<'a> {
     external: BTreeMap<PathBuf, Option<(FileId, Node)>>,
     /// Which `corsPolicies` entries a route names.
     cors_used: Vec<bool>,
+    /// Parsed documents for schema bundling.
+    sources: Sources,
 }
 
 impl Loader<'_> {
@@ -389,7 +427,8 @@ impl Loader<'_> {
                     continue;
                 }
                 let Some(parsed) = parsed.clone() else { continue };
-                if let Some(route) = self.route(&entry.key, entry.key_span, &op.key, op.key_span, &op.value, mode, parsed, file, policies, used) {
+                if let Some(mut route) = self.route(&entry.key, entry.key_span, &op.key, op.key_span, &op.value, mode, parsed, file, policies, used) {
+                    self.validation(&mut route, item, &op.value, doc, policies);
                     routes.push(route);
                 }
             }
@@ -493,7 +532,43 @@ impl Loader<'_> {
             inbound,
             outbound,
             examples,
+            operation: None,
         })
+    }
+
+    /// For a route with request-validation-inbound: its parameters and body with bundled,
+    /// compiled schemas, and a warning when the enabled checks have nothing to look at.
+    fn validation(&mut self, route: &mut Route, path_item: &Node, op: &Node, doc: &Document, policies: &PolicySet) {
+        let uses: Vec<&crate::policies::PolicyDef> = route
+            .inbound
+            .iter()
+            .map(|&i| &policies.list[i])
+            .filter(|p| matches!(&p.kind, PolicyKind::Builtin { spec, .. } if spec.export == "RequestValidationInboundPolicy"))
+            .collect();
+        if uses.is_empty() {
+            return;
+        }
+        self.sources.insert(doc.file, doc.root.clone());
+        let oas30 = doc.root.get("openapi").and_then(Node::as_str).is_some_and(|v| v.starts_with("3.0"));
+        let input = OperationInput { path_item, op, file: doc.file, oas30 };
+        let operation = crate::schema::operation(&input, &mut self.sources, self.files, self.diags, self.root);
+        for p in uses {
+            let PolicyKind::Builtin { options, .. } = &p.kind else { continue };
+            let options: serde_json::Value = serde_json::from_str(options).unwrap_or_default();
+            let enabled = |key: &str| options.get(key).and_then(serde_json::Value::as_str).is_some_and(|v| v != "none");
+            let checks = [
+                ("validateBody", None),
+                ("validateQueryParameters", Some(crate::model::ParamIn::Query)),
+                ("validatePathParameters", Some(crate::model::ParamIn::Path)),
+                ("validateHeaders", Some(crate::model::ParamIn::Header)),
+            ];
+            if !checks.iter().any(|(key, location)| enabled(key) && operation.has(*location)) {
+                self.diags
+                    .warning(route.method_at, format!("policy `{}` validates nothing on {} {}", p.name, route.method, route.path))
+                    .help("the checks it enables (validateBody, validateQueryParameters, validatePathParameters, validateHeaders) find no request body or parameters of that kind in this operation");
+            }
+        }
+        route.operation = Some(operation);
     }
 
     fn route_policies(&mut self, x: &Node, file: FileId, policies: &PolicySet, used: &mut [bool]) -> (Vec<usize>, Vec<usize>) {

@@ -191,6 +191,18 @@ impl Reader<'_> {
         }
     }
 
+    /// The value of a start-up step that may fail (e.g. compiling a policy's schemas); a
+    /// failure is recorded for policy `name` and reported with the others.
+    pub fn check<T>(&mut self, name: &str, result: Result<T, String>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.invalid.push(format!("policy `{name}`: {e}"));
+                None
+            }
+        }
+    }
+
     /// Deserializes the options of custom code once at start-up (after `$env` resolution).
     pub fn options<T: serde::de::DeserializeOwned>(&mut self, name: &str, json: &str) -> Option<T> {
         let value = self.resolve_options(json);

@@ -28,6 +28,7 @@ pub mod response_cache;
 pub mod router;
 pub mod server;
 pub mod template;
+pub mod validation;
 mod time;
 
 pub use context::{Context, User};

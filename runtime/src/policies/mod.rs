@@ -21,6 +21,7 @@ mod rate_limit;
 mod remove_headers;
 mod replace_string;
 mod request_edit;
+mod request_validation;
 mod require_origin;
 mod set_status;
 mod size_limit;
@@ -62,6 +63,10 @@ pub use quota::{
 pub use replace_string::{ReplaceMode, ReplaceStringOptions, ReplaceStringOutbound};
 pub use request_edit::{
     ChangeMethodInbound, ChangeMethodOptions, SetBodyInbound, SetBodyOptions, SleepInbound, SleepOptions,
+};
+pub use request_validation::{
+    DEFAULT_MAX_BODY_SIZE, LogLevel, RequestValidationInbound, RequestValidationOptions, ValidateJsonSchemaInbound,
+    ValidateJsonSchemaOptions, ValidationAction,
 };
 pub use require_origin::{Origins, RequireOriginInbound, RequireOriginOptions};
 pub use set_status::{SetStatusOptions, SetStatusOutbound};

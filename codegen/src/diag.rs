@@ -139,8 +139,13 @@ impl Diagnostics {
     /// Renders every diagnostic (sorted by file and position, errors and warnings together)
     /// and a summary line. `color` selects ANSI colours.
     pub fn render(&self, files: &Files, color: bool) -> String {
+        self.render_with_width(files, color, 100)
+    }
+
+    /// [`Diagnostics::render`] wrapping text at `width` columns.
+    pub fn render_with_width(&self, files: &Files, color: bool, width: usize) -> String {
         let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
-        let handler = GraphicalReportHandler::new_themed(theme).with_width(100).with_links(false);
+        let handler = GraphicalReportHandler::new_themed(theme).with_width(width).with_links(false);
         let mut sorted: Vec<&Diagnostic> = self.list.iter().collect();
         sorted.sort_by_key(|d| d.location.map(|l| (l.file, l.span.start)).unwrap_or((usize::MAX, 0)));
         let mut out = String::new();

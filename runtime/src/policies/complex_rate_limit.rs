@@ -176,15 +176,7 @@ impl ComplexRateLimitInbound {
 
     /// The key of a request limited by IP, user or all (not by function).
     fn fixed_key(&self, req: &Request, cx: &Context) -> String {
-        // Kinds are prefixed so that a user named like an IP does not share its counters.
-        match self.by {
-            RateLimitBy::User => match &req.user {
-                Some(u) => format!("user:{}", u.sub),
-                None => format!("ip:{}", cx.client_ip),
-            },
-            RateLimitBy::All => "all".to_owned(),
-            RateLimitBy::Ip | RateLimitBy::Function => format!("ip:{}", cx.client_ip),
-        }
+        super::rate_limit::fixed_key(self.by, req, cx)
     }
 
     /// The key, limits and window the identifier function gives; `Ok(None)`: not limited.

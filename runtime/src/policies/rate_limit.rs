@@ -226,15 +226,7 @@ impl RateLimitInbound {
 
     /// The counting key of a request limited by IP, user or all (not by function).
     fn fixed_key(&self, req: &Request, cx: &Context) -> String {
-        // Kinds are prefixed so that a user named like an IP does not share its count.
-        match self.by {
-            RateLimitBy::User => match &req.user {
-                Some(u) => format!("user:{}", u.sub),
-                None => format!("ip:{}", cx.client_ip),
-            },
-            RateLimitBy::All => "all".to_owned(),
-            RateLimitBy::Ip | RateLimitBy::Function => format!("ip:{}", cx.client_ip),
-        }
+        fixed_key(self.by, req, cx)
     }
 
     /// The key and limits the identifier function gives; `Ok(None)`: not limited.
@@ -293,6 +285,20 @@ impl RateLimitInbound {
         let state = format!("{};r={};t={}", self.sf_name, decision.remaining, ceil_secs(decision.reset));
         // Both are built from digits and a sanitized string, so they are valid values.
         Some((HeaderValue::from_str(&policy).ok()?, HeaderValue::from_str(&state).ok()?))
+    }
+}
+
+/// The counting key of a request counted by IP, user or all (not by function), shared by the
+/// rate-limit policies. Kinds are prefixed so that a user named like an IP does not share its
+/// count; a request without a user is counted by IP.
+pub(super) fn fixed_key(by: RateLimitBy, req: &Request, cx: &Context) -> String {
+    match by {
+        RateLimitBy::User => match &req.user {
+            Some(u) => format!("user:{}", u.sub),
+            None => format!("ip:{}", cx.client_ip),
+        },
+        RateLimitBy::All => "all".to_owned(),
+        RateLimitBy::Ip | RateLimitBy::Function => format!("ip:{}", cx.client_ip),
     }
 }
 

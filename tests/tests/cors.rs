@@ -472,3 +472,52 @@ async fn a_browser_reads_only_what_cors_allows() {
     assert_eq!(out["unauthorized"]["title"], "Unauthorized");
     assert_eq!(out["unauthorized"]["problem"], "application/problem+json");
 }
+
+/// CORS, request validation and caching together on one route chain: what a browser page on
+/// an allowed origin gets back from each.
+#[tokio::test]
+async fn validation_errors_and_cache_hits_carry_each_callers_cors_headers() {
+    let (api, gw) = setup().await;
+    let other = "https://admin.example.com";
+
+    // A body that breaks the schema: 400 listing the violations, readable by the page.
+    let body = r#"{"title": "", "tags": [1], "extra": true}"#;
+    let r = send("POST", &gw.url("/notes?draft=maybe"), &[("origin", APP), ("content-type", "application/json")], body).await.expect("request");
+    assert_problem(&r, 400);
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    assert_eq!(r.header("access-control-allow-credentials"), Some("true"));
+    let errors = r.json()["errors"].as_array().cloned().unwrap_or_default();
+    let places: Vec<String> = errors.iter().map(|e| format!("{}:{}", e["in"].as_str().unwrap_or(""), e["pointer"].as_str().or(e["name"].as_str()).unwrap_or(""))).collect();
+    assert!(places.iter().any(|p| p == "query:draft"), "{places:?}");
+    assert!(places.iter().any(|p| p.starts_with("body:/title") || p == "body:"), "{places:?}");
+    assert!(places.iter().any(|p| p.starts_with("body:/tags/0")), "{places:?}");
+    assert!(api.seen().iter().all(|s| s.target != "/notes?draft=maybe"), "an invalid request never reaches the upstream");
+
+    // A valid one is forwarded byte for byte, with the CORS headers on the way back.
+    let body = r#"{"title":"Groceries","tags":["home"]}"#;
+    let r = send("POST", &gw.url("/notes?draft=true"), &[("origin", APP), ("content-type", "application/json")], body).await.expect("request");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    assert_eq!(api.last().body, Bytes::from(body));
+
+    // Cached: the second caller is served from the cache, but with its own origin reflected.
+    let before = api.seen().len();
+    let first = req(&gw, "GET", "/catalog/7", &[("origin", APP)]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("access-control-allow-origin"), Some(APP));
+    let second = req(&gw, "GET", "/catalog/7", &[("origin", other)]).await;
+    assert_eq!(second.status, 200);
+    assert!(second.header("cache-status").is_some_and(|c| c.contains("hit")), "{:?}", second.header("cache-status"));
+    assert_eq!(second.header("access-control-allow-origin"), Some(other), "a hit must not replay the first caller's origin");
+    assert!(second.header("vary").is_some_and(|v| v.to_ascii_lowercase().contains("origin")));
+    let third = req(&gw, "GET", "/catalog/7", &[("origin", "https://evil.example.net")]).await;
+    assert_eq!(third.status, 200);
+    assert_eq!(third.header("access-control-allow-origin"), None, "a disallowed origin gets no CORS headers, cached or not");
+    assert_eq!(api.seen().len(), before + 1, "one upstream request for three callers");
+
+    // A path parameter under its minimum: 400 with CORS headers, nothing cached or forwarded.
+    let r = req(&gw, "GET", "/catalog/0", &[("origin", APP)]).await;
+    assert_problem(&r, 400);
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    assert_eq!(api.seen().len(), before + 1);
+}

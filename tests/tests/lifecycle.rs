@@ -180,3 +180,39 @@ async fn container_recipe_and_health_check_command() {
     // The health check answers without starting a second gateway on the port.
     assert_eq!(get(&gw.url("/__zuplo/ping")).await.expect("ping").status, 200);
 }
+
+/// A response that is still streaming when SIGTERM arrives is finished, not cut: its last
+/// chunk, sent by the upstream only after the signal, reaches the client, and the gateway then
+/// exits cleanly.
+#[tokio::test]
+async fn sigterm_during_a_streaming_response_completes_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start("stream").await;
+    let mut gw = Gateway::start(
+        &gateway_binary("multi-backend"),
+        &[("USERS_URL", up.url()), ("ORDERS_URL", up.url()), ("CATALOG_URL", up.url())],
+    )
+    .await;
+    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    conn.write_all(b"GET /catalog/stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.expect("write");
+    // Read until the first chunk has arrived.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("first;") {
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await.expect("first chunk in time").expect("read");
+        assert!(n > 0, "closed before the first chunk: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let killed = Command::new("kill").args(["-TERM", &gw.pid().to_string()]).status().expect("kill");
+    assert!(killed.success());
+    // Give the gateway time to act on the signal, then let the upstream send the rest.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    up.release();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got)).await.expect("rest in time").expect("read");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("second"), "the chunk sent after SIGTERM arrived: {text}");
+    assert!(text.ends_with("0\r\n\r\n"), "the chunked body is complete: {text:?}");
+    let code = tokio::task::spawn_blocking(move || gw.wait_exit(Duration::from_secs(10))).await.expect("join");
+    assert_eq!(code, Some(0), "the gateway exits cleanly after the stream ends");
+}

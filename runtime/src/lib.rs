@@ -22,6 +22,7 @@ pub mod policy;
 pub mod problem;
 pub mod proxy;
 pub mod ratelimit;
+mod redis_conn;
 pub mod request;
 pub mod request_id;
 pub mod response_cache;

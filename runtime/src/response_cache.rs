@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{AGE, CONTENT_LENGTH, HeaderName, HeaderValue, TRANSFER_ENCODING};
 use http::{HeaderMap, StatusCode};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
@@ -356,18 +356,10 @@ impl ResponseCache {
     /// the connection without connecting, so the gateway starts while Redis is down; needs a
     /// Tokio runtime.
     pub fn redis(url: &str, max_entry_bytes: usize) -> Result<Self, String> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err("the Redis response cache needs a Tokio runtime".to_owned());
-        }
-        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL in {ENV_REDIS_URL}: {e}"))?;
         // Fail fast: a request must not wait long on a dead Redis; the manager reconnects in
-        // the background.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_TIMEOUT))
-            .set_response_timeout(Some(REDIS_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("Redis: {e}"))?;
+        // the background. Not a readiness dependency: an unreachable cache is a miss.
+        let settings = crate::redis_conn::FailFast { timeout: REDIS_TIMEOUT, retries: 1, max_delay: Duration::from_millis(500) };
+        let conn = crate::redis_conn::lazy(url, &format!("response cache ({ENV_REDIS_URL})"), settings, None)?;
         Ok(Self::with_backend(Backend::Redis(conn), max_entry_bytes))
     }
 

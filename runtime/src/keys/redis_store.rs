@@ -17,11 +17,12 @@
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::store::StoreError;
+use crate::redis_conn::{FailFast, SetupError};
 use super::{Consumer, Identity, KeyHash, validate_consumer};
 
 /// Prefix of every Redis key this store uses.
@@ -96,19 +97,13 @@ impl RedisBackend {
     /// answers 503 on keyed routes) while Redis is down, and recovers when it returns.
     /// Needs a Tokio runtime.
     pub(crate) fn new(url: &str) -> Result<Arc<Self>, StoreError> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(StoreError::Unavailable("the Redis key store needs a Tokio runtime".to_owned()));
-        }
-        let client = redis::Client::open(url).map_err(|e| StoreError::Invalid(format!("invalid Redis URL: {e}")))?;
         // Short timeouts and few retries: a request waiting on a dead Redis should fail fast
         // with a 503 rather than hang; the manager keeps reconnecting in the background.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(unavailable)?;
-        crate::health::register("API key Redis", crate::health::redis_check(conn.clone()));
+        let settings = FailFast { timeout: Duration::from_secs(2), retries: 2, max_delay: Duration::from_secs(1) };
+        let conn = crate::redis_conn::lazy(url, "key store", settings, Some("API key Redis")).map_err(|e| match e {
+            SetupError::InvalidUrl(m) => StoreError::Invalid(m),
+            SetupError::Unavailable(m) => StoreError::Unavailable(m),
+        })?;
         Ok(Arc::new(RedisBackend { conn }))
     }
 

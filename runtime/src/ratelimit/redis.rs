@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
+
+use crate::redis_conn::FailFast;
 
 use super::{Decision, LimitError, MemoryLimiter, warn_throttled, window_micros};
 
@@ -71,19 +73,10 @@ impl RedisLimiter {
 
     /// [`RedisLimiter::new`] with another per-check timeout.
     pub fn with_timeout(url: &str, timeout: Duration) -> Result<Self, String> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err("the Redis rate limiter needs a Tokio runtime".to_owned());
-        }
-        let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
         // Fail fast: a request must not wait long on a dead Redis; the manager keeps
         // reconnecting in the background.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("Redis: {e}"))?;
-        crate::health::register("rate limit Redis", crate::health::redis_check(conn.clone()));
+        let settings = FailFast { timeout, retries: 1, max_delay: Duration::from_millis(500) };
+        let conn = crate::redis_conn::lazy(url, "rate limiter", settings, Some("rate limit Redis"))?;
         Ok(RedisLimiter {
             conn,
             timeout,

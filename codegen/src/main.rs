@@ -35,7 +35,10 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Print the diagnostics of a project without generating anything.
+    /// Print the diagnostics of a project without generating anything, and for a project
+    /// that does not port as is (a Zuplo project with TypeScript modules, built-ins specgate
+    /// lacks) a porting report: routes that port as is, Rust modules to write with their
+    /// signatures, missing built-ins and the routes that use them.
     ///
     /// Example: specgate validate specs/multi-backend
     Validate {
@@ -63,6 +66,36 @@ enum Command {
     ///
     /// Example: specgate keys create --consumer acme --expires-in 90d
     Keys(specgate::keys_cli::KeysArgs),
+    /// List every route: method, path, handler, effective policy chains (composites expanded),
+    /// CORS policy and the environment variables it reads, in match order.
+    ///
+    /// Examples:
+    ///   specgate routes specs/policy-showcase
+    ///   specgate routes specs/policy-showcase --json | jq '.[] | select(.inbound != [])'
+    Routes {
+        /// The project folder.
+        project: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show which route a request reaches and why (the gateway's own router and path
+    /// normalisation), with its parameters, upstream URL and policy chains.
+    ///
+    /// Examples:
+    ///   specgate explain specs/path-modes GET /users/42/orders?limit=5
+    ///   specgate explain specs/web-api OPTIONS /notes --json
+    Explain {
+        /// The project folder.
+        project: PathBuf,
+        /// The request method.
+        method: String,
+        /// The request path, with an optional query.
+        path: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -132,8 +165,15 @@ fn main() -> ExitCode {
         }
         Command::Validate { project } => {
             let (loaded, diags) = specgate::project::load(&project, None);
-            let files = loaded.map(|p| p.files).unwrap_or_default();
+            let files = loaded.as_ref().map(|p| p.files.clone()).unwrap_or_default();
             eprint!("{}", diags.render(&files, std::io::stderr().is_terminal()));
+            // What a Zuplo project needs before it builds: Rust modules, missing built-ins.
+            if let Some(p) = &loaded {
+                let report = specgate::porting::report(p);
+                if !report.is_clean() {
+                    eprint!("{}", specgate::porting::render(&report));
+                }
+            }
             if diags.has_errors() {
                 ExitCode::FAILURE
             } else {
@@ -142,6 +182,33 @@ fn main() -> ExitCode {
                     eprintln!("{}: no problems found", project.display());
                 }
                 ExitCode::SUCCESS
+            }
+        }
+        Command::Routes { project, json } => {
+            let Some(loaded) = load_clean(&project) else { return ExitCode::FAILURE };
+            let rows = specgate::inspect::rows(&loaded);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&specgate::inspect::rows_json(&rows)).unwrap_or_default());
+            } else {
+                print!("{}", specgate::inspect::render_table(&rows));
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Explain { project, method, path, json } => {
+            let Some(loaded) = load_clean(&project) else { return ExitCode::FAILURE };
+            match specgate::inspect::explain(&loaded, &method, &path) {
+                Ok(ex) if json => {
+                    println!("{}", serde_json::to_string_pretty(&specgate::inspect::explanation_json(&loaded, &ex)).unwrap_or_default());
+                    ExitCode::SUCCESS
+                }
+                Ok(ex) => {
+                    print!("{}", specgate::inspect::render_explanation(&loaded, &ex));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Echo { host, port, name, fixed } => {
@@ -161,6 +228,17 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Loads a project for inspection: diagnostics go to stderr; errors stop the command.
+fn load_clean(project: &std::path::Path) -> Option<specgate::model::Project> {
+    let (loaded, diags) = specgate::project::load(project, None);
+    let files = loaded.as_ref().map(|p| p.files.clone()).unwrap_or_default();
+    if diags.has_errors() {
+        eprint!("{}", diags.render(&files, std::io::stderr().is_terminal()));
+        return None;
+    }
+    loaded
 }
 
 fn run_generate(project: &std::path::Path, opts: &Options) -> Option<generate::Output> {

@@ -32,8 +32,22 @@ pub struct Project {
     /// Referenced modules that do not exist, with the exports they must provide (stubbed
     /// with `--stub-missing`).
     pub missing_modules: Vec<(ModuleRef, Vec<(String, Role)>)>,
+    /// Routes left out because their handler is a Zuplo built-in specgate lacks (each also
+    /// reported as an error).
+    pub unsupported_handlers: Vec<UnsupportedHandler>,
     /// SHA-256 of every input, hex.
     pub input_hash: String,
+}
+
+/// A route whose handler is a Zuplo built-in specgate lacks.
+#[derive(Debug, Clone)]
+pub struct UnsupportedHandler {
+    /// `METHOD path`.
+    pub route: String,
+    /// The handler's export.
+    pub export: String,
+    /// Where the export is written.
+    pub at: Location,
 }
 
 /// A parsed OpenAPI document.

@@ -11,7 +11,10 @@ use sha2::{Digest, Sha256};
 
 use crate::diag::{Diagnostics, FileId, Files, Location};
 use crate::catalog::Side;
-use crate::model::{Document, Example, Handler, PathMode, Project, Route, Settings};
+use crate::model::{Document, Example, Handler, PathMode, Project, Route, Settings, UnsupportedHandler};
+
+/// The built-in handlers specgate implements.
+pub const SUPPORTED_HANDLERS: &[&str] = &["urlForwardHandler", "urlRewriteHandler", "redirectHandler", "openApiSpecHandler", "webSocketHandler"];
 use crate::modules::{ModuleRef, Role};
 use crate::policies::{PolicyKind, PolicySet};
 use crate::pattern::{self, ParsedPath};
@@ -80,13 +83,14 @@ pub fn load_with(root: &Path, name: Option<&str>, stub_missing: bool) -> (Option
     let mut sources = Sources::default();
     load_json_schemas(root, &mut policies, &mut sources, &mut files, &mut diags);
 
-    let mut loader = Loader { root, files: &mut files, diags: &mut diags, external: BTreeMap::new(), cors_used: vec![false; policies.cors.len()], sources };
+    let mut loader = Loader { root, files: &mut files, diags: &mut diags, external: BTreeMap::new(), cors_used: vec![false; policies.cors.len()], sources, unsupported_handlers: Vec::new() };
     let mut routes = Vec::new();
     for doc in &documents {
         loader.check_document(doc);
         loader.collect_routes(doc, &policies, &mut used, &mut routes);
     }
     let cors_used = std::mem::take(&mut loader.cors_used);
+    let unsupported_handlers = std::mem::take(&mut loader.unsupported_handlers);
     check_route_order(&routes, &settings, &files, &mut diags);
     for (c, used) in policies.cors.iter().zip(&cors_used) {
         if !used && c.options.is_some() {
@@ -112,6 +116,7 @@ pub fn load_with(root: &Path, name: Option<&str>, stub_missing: bool) -> (Option
         policies,
         hooks,
         missing_modules,
+        unsupported_handlers,
         input_hash,
     };
     (Some(project), diags)
@@ -303,6 +308,8 @@ struct Loader<'a> {
     cors_used: Vec<bool>,
     /// Parsed documents for schema bundling.
     sources: Sources,
+    /// Routes whose handler is a Zuplo built-in specgate lacks.
+    unsupported_handlers: Vec<UnsupportedHandler>,
 }
 
 impl Loader<'_> {
@@ -517,7 +524,21 @@ impl Loader<'_> {
             },
         };
         let (inbound, outbound) = self.route_policies(x, file, policies, used);
-        let handler = self.handler(x, file, &parsed)?;
+        let Some(handler) = self.handler(x, file, &parsed) else {
+            if let Some(h) = x.get("handler")
+                && h.get("module").and_then(Node::as_str) == Some(BUILTIN_MODULE)
+                && let Some(e) = h.get("export")
+                && let Some(name) = e.as_str()
+                && SUPPORTED_HANDLERS.iter().all(|s| *s != name)
+            {
+                self.unsupported_handlers.push(UnsupportedHandler {
+                    route: format!("{} {path}", method.to_ascii_uppercase()),
+                    export: name.to_owned(),
+                    at: at(file, e.span),
+                });
+            }
+            return None;
+        };
         let examples = operation_examples(op);
         Some(Route {
             path: path.to_owned(),
@@ -682,7 +703,7 @@ impl Loader<'_> {
                     _ => format!("`{other}` is not a handler of $import(@zuplo/runtime)"),
                 };
                 self.diags.error(at(file, export.0), msg)
-                    .help("supported here: urlForwardHandler, urlRewriteHandler, redirectHandler, openApiSpecHandler, webSocketHandler");
+                    .help(format!("supported here: {}", SUPPORTED_HANDLERS.join(", ")));
                 return None;
             }
         };

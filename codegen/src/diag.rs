@@ -26,6 +26,16 @@ pub struct SourceFile {
     pub path: PathBuf,
     /// The file's text.
     pub text: Arc<str>,
+    /// Its line index, built on first use (positions in a large document are asked for
+    /// many times).
+    lines: Arc<std::sync::OnceLock<LineIndex>>,
+}
+
+impl SourceFile {
+    /// `(line, column)` of a byte offset, 1-based.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        self.lines.get_or_init(|| LineIndex::new(&self.text)).line_col(offset)
+    }
 }
 
 /// Every file read during a run.
@@ -37,7 +47,7 @@ pub struct Files {
 impl Files {
     /// Registers a file and returns its id.
     pub fn add(&mut self, name: String, path: PathBuf, text: String) -> FileId {
-        self.files.push(SourceFile { name, path, text: Arc::from(text) });
+        self.files.push(SourceFile { name, path, text: Arc::from(text), lines: Arc::default() });
         self.files.len() - 1
     }
 
@@ -54,7 +64,7 @@ impl Files {
     /// `name:line:col` of a position.
     pub fn position(&self, id: FileId, offset: usize) -> String {
         let f = self.get(id);
-        let (line, col) = LineIndex::new(&f.text).line_col(offset);
+        let (line, col) = f.line_col(offset);
         format!("{}:{line}:{col}", f.name)
     }
 }

@@ -54,10 +54,26 @@ pub struct RouteRow {
 
 /// The routes of a project in match order.
 pub fn rows(project: &Project) -> Vec<RouteRow> {
-    project.routes.iter().enumerate().map(|(i, r)| row(project, i, r)).collect()
+    let finders = EnvFinders::new();
+    project.routes.iter().enumerate().map(|(i, r)| row(project, i, r, &finders)).collect()
 }
 
-fn row(project: &Project, index: usize, r: &Route) -> RouteRow {
+/// `$env(X)` in options and `environment("X")` in custom code.
+struct EnvFinders {
+    dollar: Option<regex::Regex>,
+    call: Option<regex::Regex>,
+}
+
+impl EnvFinders {
+    fn new() -> EnvFinders {
+        EnvFinders {
+            dollar: regex::Regex::new(r"\$env\(([A-Za-z_][A-Za-z0-9_]*)\)").ok(),
+            call: regex::Regex::new(r#"environment\(\s*"([A-Za-z_][A-Za-z0-9_]*)"\s*\)"#).ok(),
+        }
+    }
+}
+
+fn row(project: &Project, index: usize, r: &Route, finders: &EnvFinders) -> RouteRow {
     let chain = |list: &[usize]| -> Vec<ChainEntry> {
         list.iter()
             .map(|&i| {
@@ -88,15 +104,14 @@ fn row(project: &Project, index: usize, r: &Route) -> RouteRow {
         inbound: chain(&r.inbound),
         outbound: chain(&r.outbound),
         cors: r.cors_policy.clone().unwrap_or_else(|| "none".to_owned()),
-        env: route_env(project, r).into_iter().collect(),
+        env: route_env(project, r, finders).into_iter().collect(),
     }
 }
 
 /// The environment variables one route reads.
-fn route_env(project: &Project, r: &Route) -> BTreeSet<String> {
+fn route_env(project: &Project, r: &Route, finders: &EnvFinders) -> BTreeSet<String> {
     let mut out: BTreeSet<String> = r.handler.templates().iter().flat_map(|t| t.env_vars()).map(str::to_owned).collect();
-    let dollar = regex::Regex::new(r"\$env\(([A-Za-z_][A-Za-z0-9_]*)\)").ok();
-    let call = regex::Regex::new(r#"environment\(\s*"([A-Za-z_][A-Za-z0-9_]*)"\s*\)"#).ok();
+    let (dollar, call) = (&finders.dollar, &finders.call);
     let mut modules: Vec<String> = Vec::new();
     if let Handler::Custom { module, .. } = &r.handler {
         modules.push(module.rel.clone());
@@ -104,13 +119,13 @@ fn route_env(project: &Project, r: &Route) -> BTreeSet<String> {
     for &i in r.inbound.iter().chain(&r.outbound) {
         match &project.policies.list[i].kind {
             PolicyKind::Builtin { options, functions, .. } => {
-                if let Some(re) = &dollar {
+                if let Some(re) = dollar {
                     out.extend(re.captures_iter(options).map(|c| c[1].to_owned()));
                 }
                 modules.extend(functions.iter().map(|f| f.module.rel.clone()));
             }
             PolicyKind::Custom { options, module, .. } => {
-                if let Some(re) = &dollar {
+                if let Some(re) = dollar {
                     out.extend(re.captures_iter(options).map(|c| c[1].to_owned()));
                 }
                 modules.push(module.rel.clone());
@@ -120,13 +135,13 @@ fn route_env(project: &Project, r: &Route) -> BTreeSet<String> {
     }
     if let Some(name) = &r.cors_policy
         && let Some(&c) = project.policies.cors_by_name.get(name)
-        && let (Some(re), Some(text)) = (&dollar, &project.policies.cors[c].options)
+        && let (Some(re), Some(text)) = (dollar, &project.policies.cors[c].options)
     {
         out.extend(re.captures_iter(text).map(|c| c[1].to_owned()));
     }
     for rel in modules {
         let name = format!("modules/{rel}.rs");
-        if let (Some(re), Some(f)) = (&call, project.files.iter().find(|f| f.name == name)) {
+        if let (Some(re), Some(f)) = (call, project.files.iter().find(|f| f.name == name)) {
             out.extend(re.captures_iter(&f.text).map(|c| c[1].to_owned()));
         }
     }

@@ -66,6 +66,37 @@ enum Command {
     ///
     /// Example: specgate keys create --consumer acme --expires-in 90d
     Keys(specgate::keys_cli::KeysArgs),
+    /// Create a starter project that runs at once (a mock route, a forwarded route with a
+    /// rate limit and custom Rust code, the OpenAPI document).
+    ///
+    /// Example: specgate new my-api && cd my-api && specgate dev .
+    New {
+        /// The folder to create (must be empty or not exist).
+        dir: PathBuf,
+        /// Write into a folder that is not empty (files of the starter are overwritten).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Turn a plain OpenAPI 3.0/3.1 document (JSON or YAML) into a project whose operations
+    /// forward to one upstream. Paths are reordered so literal paths come before templated
+    /// ones that would shadow them (the gateway matches in document order).
+    ///
+    /// Examples:
+    ///   specgate import petstore.yaml --upstream https://petstore.example.com --out petstore
+    ///   specgate import api.github.com.json --upstream https://api.github.com
+    Import {
+        /// The OpenAPI document.
+        file: PathBuf,
+        /// The upstream base URL every operation forwards to (written to .env as API_URL).
+        #[arg(long)]
+        upstream: String,
+        /// The project folder to write (default: the document's name without extension).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Overwrite an existing project's routes and .env.
+        #[arg(long)]
+        force: bool,
+    },
     /// List every route: method, path, handler, effective policy chains (composites expanded),
     /// CORS policy and the environment variables it reads, in match order.
     ///
@@ -182,6 +213,53 @@ fn main() -> ExitCode {
                     eprintln!("{}: no problems found", project.display());
                 }
                 ExitCode::SUCCESS
+            }
+        }
+        Command::New { dir, force } => match specgate::scaffold::new_project(&dir, force) {
+            Ok(files) => {
+                eprintln!("created {} with {}", dir.display(), files.join(", "));
+                eprintln!("next:\n  specgate echo --port 9001 &   # the upstream .env points /echo/* at\n  specgate dev {}\n  curl localhost:8080/hello", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Import { file, upstream, out, force } => {
+            let out = out.unwrap_or_else(|| {
+                let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "api".into());
+                PathBuf::from(stem.trim_end_matches(".oas").trim_end_matches(".openapi").to_owned())
+            });
+            let opts = specgate::import::ImportOptions { input: file, upstream, out: out.clone(), force };
+            match specgate::import::import(&opts) {
+                Ok(done) => {
+                    eprintln!(
+                        "imported {} operation{} on {} path{} into {} ({}); {} kept their x-zuplo-route; {} path{} moved ahead of templated paths that would shadow them",
+                        done.forwarded,
+                        if done.forwarded == 1 { "" } else { "s" },
+                        done.paths,
+                        if done.paths == 1 { "" } else { "s" },
+                        out.display(),
+                        done.files.join(", "),
+                        done.kept,
+                        done.moved,
+                        if done.moved == 1 { "" } else { "s" },
+                    );
+                    // The imported project must load: show what the generator says about it.
+                    let (loaded, diags) = specgate::project::load(&out, None);
+                    let files = loaded.map(|p| p.files).unwrap_or_default();
+                    eprint!("{}", diags.render(&files, std::io::stderr().is_terminal()));
+                    if diags.has_errors() {
+                        return ExitCode::FAILURE;
+                    }
+                    eprintln!("next: specgate dev {}   (or specgate generate {} --out {}/gateway)", out.display(), out.display(), out.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Routes { project, json } => {

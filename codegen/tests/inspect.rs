@@ -169,3 +169,50 @@ fn commands_print_tables_json_and_the_porting_report() {
     let (ok, _, err) = specgate(&["routes", "codegen/tests/porting/zuplo-project"]);
     assert!(!ok && err.contains("error"), "{err}");
 }
+
+#[test]
+fn import_turns_a_plain_document_into_a_forwarding_project() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/import");
+    let out = std::env::temp_dir().join(format!("specgate-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let out_s = out.to_string_lossy().into_owned();
+    let doc = fixtures.join("petstore.yaml").to_string_lossy().into_owned();
+    let (ok, _, err) = specgate(&["import", &doc, "--upstream", "http://127.0.0.1:9/v1", "--out", &out_s]);
+    assert!(ok, "{err}");
+    assert!(err.contains("imported 6 operations on 4 paths"), "{err}");
+    assert_eq!(std::fs::read_to_string(out.join(".env")).expect(".env").lines().last(), Some("API_URL=http://127.0.0.1:9/v1"));
+    let (p, diags) = specgate::project::load(&out, None);
+    assert!(!diags.has_errors() && diags.counts().1 == 0, "{diags:?}");
+    let p = p.expect("project");
+    // The literal /pets/mine moved ahead of /pets/{petId}, and the mixed segment ahead of it too.
+    let order: Vec<String> = p.routes.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
+    assert_eq!(
+        order,
+        ["GET /pets/mine", "GET /pets/{petId}", "DELETE /pets/{petId}", "GET /pets", "POST /pets", "GET /pets/{petId}/photo.{format}"]
+    );
+    let ex = inspect::explain(&p, "GET", "/pets/mine?limit=2").expect("explain");
+    assert_eq!(ex.upstream.as_deref(), Some("${env.API_URL}/pets/mine?limit=2"));
+    match ex.outcome {
+        Outcome::Found { route, .. } => assert_eq!(p.routes[route].operation_id.as_deref(), Some("myPets")),
+        other => panic!("{other:?}"),
+    }
+    // Components survive (for request validation policies added later).
+    let text = std::fs::read_to_string(out.join("config/routes.oas.json")).expect("routes");
+    assert!(text.contains("\"Pet\"") && text.contains("\"format\": \"int64\""));
+    // Not twice without --force.
+    let (ok, _, err) = specgate(&["import", &doc, "--upstream", "http://127.0.0.1:9", "--out", &out_s]);
+    assert!(!ok && err.contains("--force"), "{err}");
+    let _ = std::fs::remove_dir_all(&out);
+
+    for (file, expect) in [
+        ("swagger2.json", "swagger2.json:2:14: Swagger 2.0 documents are not supported"),
+        ("broken.yaml", "broken.yaml:7:"),
+    ] {
+        let path = fixtures.join(file).to_string_lossy().into_owned();
+        let (ok, _, err) = specgate(&["import", &path, "--upstream", "http://127.0.0.1:9", "--out", &out_s]);
+        assert!(!ok && err.contains(expect), "{file}: {err}");
+        assert!(!out.exists(), "{file}: nothing written on error");
+    }
+    let (ok, _, err) = specgate(&["import", &doc, "--upstream", "ftp://x", "--out", &out_s]);
+    assert!(!ok && err.contains("not an http(s) URL"), "{err}");
+}

@@ -114,6 +114,16 @@ const HEADERS_SET: &[OptSpec] = &[opt("headers", NameValueList, true, "headers t
 const HEADERS_REMOVE: &[OptSpec] = &[opt("headers", StringArray, true, "names of the headers to remove")];
 const HEADERS_CLEAR: &[OptSpec] = &[opt("exclude", StringArray, false, "names of the headers to keep")];
 
+/// The fields of a `corsPolicies` entry besides `name`.
+pub const CORS_FIELDS: &[OptSpec] = &[
+    opt("allowedOrigins", StringOrArray, true, "origins allowed to call: `*`, `https://app.example.com`, or `https://*.example.com` (one subdomain level); `$env(X)` allowed"),
+    opt("allowedMethods", StringOrArray, false, "methods a preflight may ask for (default: the methods of the path's routes)"),
+    opt("allowedHeaders", StringOrArray, false, "request headers a preflight may ask for (`*` allows any)"),
+    opt("exposeHeaders", StringOrArray, false, "response headers the page's script may read"),
+    opt("maxAge", Integer, false, "seconds a browser may cache a preflight answer"),
+    opt("allowCredentials", Bool, false, "allow cookies and Authorization (the origin is then reflected, never `*`)"),
+];
+
 /// Every built-in policy, by export name.
 pub const BUILTINS: &[Builtin] = &[
     builtin("SetHeadersInboundPolicy", "set-headers-inbound", "SetHeadersInbound", Inbound, HEADERS_SET),

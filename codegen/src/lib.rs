@@ -18,6 +18,7 @@ pub mod pattern;
 pub mod policies;
 pub mod porting;
 pub mod project;
+pub mod reference;
 pub mod scaffold;
 pub mod schema;
 pub mod source;

@@ -9,7 +9,12 @@ use clap::{Parser, Subcommand};
 use specgate::generate::{self, Options};
 
 #[derive(Parser)]
-#[command(name = "specgate", version, about = "Generate a compiled API gateway from a Zuplo-style OpenAPI project")]
+#[command(
+    name = "specgate",
+    version,
+    about = "Generate a compiled API gateway from a Zuplo-style OpenAPI project",
+    after_help = "Start with:\n  specgate new my-api            a starter project\n  specgate import api.yaml --upstream https://api.example.com\n  specgate validate my-api       diagnostics with file:line:col (and a porting report)\n  specgate generate my-api --out gw && cargo build --release --manifest-path gw/Cargo.toml\n\nDocumentation: docs/getting-started.md"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -96,6 +101,16 @@ enum Command {
         /// Overwrite an existing project's routes and .env.
         #[arg(long)]
         force: bool,
+    },
+    /// Print a shell completion script.
+    ///
+    /// Examples:
+    ///   specgate completions bash > ~/.local/share/bash-completion/completions/specgate
+    ///   specgate completions zsh > "${fpath[1]}/_specgate"
+    ///   specgate completions fish > ~/.config/fish/completions/specgate.fish
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// List every route: method, path, handler, effective policy chains (composites expanded),
     /// CORS policy and the environment variables it reads, in match order.
@@ -213,6 +228,16 @@ fn main() -> ExitCode {
                     eprintln!("{}: no problems found", project.display());
                 }
                 ExitCode::SUCCESS
+            }
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            // Into a buffer first: clap_complete panics on a failed write (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "specgate", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(_) => ExitCode::FAILURE,
             }
         }
         Command::New { dir, force } => match specgate::scaffold::new_project(&dir, force) {

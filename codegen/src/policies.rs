@@ -103,15 +103,7 @@ pub struct CorsDef {
 /// The CORS policies every project has; `corsPolicies` may not redefine them.
 pub const BUILTIN_CORS: [&str; 2] = ["none", "anything-goes"];
 
-/// The fields of a `corsPolicies` entry besides `name`, with their types.
-const CORS_FIELDS: [(&str, OptType, bool); 6] = [
-    ("allowedOrigins", OptType::StringOrArray, true),
-    ("allowedMethods", OptType::StringOrArray, false),
-    ("allowedHeaders", OptType::StringOrArray, false),
-    ("exposeHeaders", OptType::StringOrArray, false),
-    ("maxAge", OptType::Integer, false),
-    ("allowCredentials", OptType::Bool, false),
-];
+use crate::catalog::CORS_FIELDS;
 
 fn at(file: usize, span: Span) -> Location {
     Location { file, span }
@@ -206,12 +198,12 @@ fn load_cors(file: usize, node: &Node, files: &Files, diags: &mut Diagnostics, o
         let mut ok = true;
         let mut kept = serde_json::Map::new();
         for e in item.entries() {
-            if e.key != "name" && !CORS_FIELDS.iter().any(|(k, _, _)| *k == e.key) {
+            if e.key != "name" && !CORS_FIELDS.iter().any(|f| f.name == e.key) {
                 diags.warning(at(file, e.key_span), format!("unknown field `{}` of CORS policy `{name}`", e.key))
-                    .help(format!("known fields: name, {}", CORS_FIELDS.map(|f| f.0).join(", ")));
+                    .help(format!("known fields: name, {}", CORS_FIELDS.iter().map(|f| f.name).collect::<Vec<_>>().join(", ")));
             }
         }
-        for (key, ty, required) in CORS_FIELDS {
+        for &crate::catalog::OptSpec { name: key, ty, required, .. } in CORS_FIELDS {
             let Some(v) = item.get(key) else {
                 if required {
                     diags.error(at(file, item.span), format!("CORS policy `{name}` has no `{key}`"))

@@ -216,3 +216,16 @@ fn import_turns_a_plain_document_into_a_forwarding_project() {
     let (ok, _, err) = specgate(&["import", &doc, "--upstream", "ftp://x", "--out", &out_s]);
     assert!(!ok && err.contains("not an http(s) URL"), "{err}");
 }
+
+#[test]
+fn completions_cover_every_command() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, out, err) = specgate(&["completions", shell]);
+        assert!(ok, "{shell}: {err}");
+        for cmd in ["generate", "validate", "routes", "explain", "import", "new", "keys"] {
+            assert!(out.contains(cmd), "{shell} completion lacks {cmd}");
+        }
+    }
+    let (ok, _, _) = specgate(&["completions", "tcsh"]);
+    assert!(!ok);
+}

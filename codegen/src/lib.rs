@@ -5,6 +5,7 @@
 //! the crate's files and checks a directory for drift.
 
 pub mod catalog;
+pub mod dev;
 pub mod diag;
 pub mod echo;
 pub mod emit;

@@ -67,6 +67,12 @@ enum Command {
         #[arg(long)]
         fixed: Option<String>,
     },
+    /// Generate, build and run a project's gateway, and again on every change (like `zuplo dev`).
+    ///
+    /// The last good gateway keeps serving while the project has errors or does not build.
+    ///
+    /// Example: specgate dev my-project --port 9000 -- API_URL=http://127.0.0.1:8080
+    Dev(specgate::dev::DevArgs),
     /// Manage the API keys checked by api-key-inbound (keys file or Redis).
     ///
     /// Example: specgate keys create --consumer acme --expires-in 90d
@@ -176,6 +182,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Keys(args) => specgate::keys_cli::main(&args),
+        Command::Dev(args) => specgate::dev::main(&args),
         Command::Generate { project, target } => {
             let Some(output) = run_generate(&project, &target.options()) else { return ExitCode::FAILURE };
             match generate::write(&output, &target.out) {

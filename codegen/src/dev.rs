@@ -255,7 +255,7 @@ impl Dev {
             let now = Snapshot::take(&self.root, &self.crate_dir);
             if now != self.baseline {
                 let settled = self.settle(now);
-                let changed = self.baseline.changes(&settled);
+                let changed = self.baseline.changes(&settled, &self.root);
                 self.baseline = settled;
                 say!("changed: {changed}");
                 if matches!(self.cycle(), Cycle::Stopped) {
@@ -699,18 +699,18 @@ impl Snapshot {
         }
     }
 
-    /// The files that differ, for the "changed:" line.
-    fn changes(&self, now: &Snapshot) -> String {
+    /// The files that differ, relative to the project folder, for the "changed:" line.
+    fn changes(&self, now: &Snapshot, root: &Path) -> String {
+        let rel = |p: &Path| p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/");
         let mut names: Vec<String> = Vec::new();
-        let root_of = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         for (path, meta) in &now.files {
             if self.files.get(path) != Some(meta) {
-                names.push(display_rel(path).unwrap_or_else(|| root_of(path)));
+                names.push(rel(path));
             }
         }
         for path in self.files.keys() {
             if !now.files.contains_key(path) {
-                names.push(format!("{} (removed)", display_rel(path).unwrap_or_else(|| root_of(path))));
+                names.push(format!("{} (removed)", rel(path)));
             }
         }
         match names.len() {
@@ -719,12 +719,6 @@ impl Snapshot {
             n => format!("{} and {} more", names[..3].join(", "), n - 3),
         }
     }
-}
-
-/// A path as shown in messages: relative to the working directory when below it.
-fn display_rel(path: &Path) -> Option<String> {
-    let cwd = std::env::current_dir().ok()?.canonicalize().ok()?;
-    path.strip_prefix(&cwd).ok().map(|p| p.display().to_string())
 }
 
 /// Editors' temporary files: writing them is not a change of the project.
@@ -764,11 +758,11 @@ mod tests {
         std::fs::write(dir.join("config/routes.oas.json"), "{ }").expect("write");
         let edited = Snapshot::take(&dir, &crate_dir);
         assert_ne!(edited, first, "a size change is a change");
-        assert!(first.changes(&edited).contains("routes.oas.json"), "{}", first.changes(&edited));
+        assert_eq!(first.changes(&edited, &dir), "config/routes.oas.json");
 
         std::fs::remove_file(dir.join(".env")).expect("remove");
         let removed = Snapshot::take(&dir, &crate_dir);
-        assert!(edited.changes(&removed).contains(".env (removed)"), "{}", edited.changes(&removed));
+        assert_eq!(edited.changes(&removed, &dir), ".env (removed)");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

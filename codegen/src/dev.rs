@@ -174,7 +174,11 @@ impl Dev {
             return Err(format!("{} is not a folder", args.project.display()));
         }
         let folder = root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "gateway".to_owned());
-        let name = generate::crate_name(&folder);
+        // cargo identifies a standalone crate by its name and version, not its path: two
+        // projects named alike would share one build (and one could run the other's binary)
+        // in a shared CARGO_TARGET_DIR. A hash of the project's path keeps them apart.
+        let path_hash: String = Sha256::digest(root.to_string_lossy().as_bytes()).iter().take(4).map(|b| format!("{b:02x}")).collect();
+        let name = generate::crate_name(&format!("{folder}-{path_hash}"));
         let crate_dir = match &args.out {
             Some(out) => absolute(out),
             None => {
@@ -197,7 +201,7 @@ impl Dev {
                 _ => return Err(format!("`{kv}` is not KEY=VALUE (variables for the gateway come after `--`)")),
             }
         }
-        let opts = Options { name: None, out: crate_dir.clone(), runtime_path: args.runtime_path.clone(), stub_missing: args.stub_missing };
+        let opts = Options { name: Some(name.clone()), out: crate_dir.clone(), runtime_path: args.runtime_path.clone(), stub_missing: args.stub_missing };
         // Old binary copies of an earlier session are of no use.
         let _ = std::fs::remove_dir_all(crate_dir.join("run"));
         Ok(Dev {

@@ -51,6 +51,7 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
         let check = match s.kind {
             StaticKind::Url => quote! { env.check_upstream_url(#label, &#field); },
             StaticKind::Location => quote! { env.check_header_value(#label, &#field); },
+            StaticKind::Path => quote! {},
         };
         quote! { let #field = { #body }; #check }
     });
@@ -88,14 +89,39 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
         let field = &c.field;
         if c.fallible { quote! { #field: #field? } } else { quote! { #field } }
     });
+    let ups = UpstreamFields::new(project, &env);
+    let pool_decls = ups.pools.iter().map(|(field, _, doc)| quote! { #[doc = #doc] #field: ::std::sync::Arc<::specgate_runtime::upstreams::UpstreamPool>, });
+    let pool_inits = ups.pools.iter().map(|(field, init, _)| quote! { let #field = #init; });
+    let pool_names: Vec<&Ident> = ups.pools.iter().map(|(f, _, _)| f).collect();
+    let route_up_decls = ups.routes.iter().map(|(field, _, doc)| quote! { #[doc = #doc] #field: ::specgate_runtime::upstreams::RouteUpstream, });
+    let route_up_inits = ups.routes.iter().map(|(field, init, _)| quote! { let #field = #init; });
+    let route_up_names: Vec<&Ident> = ups.routes.iter().map(|(f, _, _)| f).collect();
     // Upstream URLs fixed at start-up, for the readiness check.
     let url_fields: Vec<&Ident> = statics.iter().filter(|s| matches!(s.kind, StaticKind::Url)).map(|s| &s.field).collect();
-    let upstreams_fn = if url_fields.is_empty() {
+    let upstreams_fn = if url_fields.is_empty() && pool_names.is_empty() {
         quote! {}
-    } else {
+    } else if pool_names.is_empty() {
         quote! {
             fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
                 vec![#(self.#url_fields.as_str()),*]
+            }
+        }
+    } else {
+        quote! {
+            fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
+                #[allow(unused_mut)]
+                let mut urls = vec![#(self.#url_fields.as_str()),*];
+                #(urls.extend(self.#pool_names.urls());)*
+                urls
+            }
+        }
+    };
+    let route_upstreams_fn = if route_up_names.is_empty() {
+        quote! {}
+    } else {
+        quote! {
+            fn route_upstreams(&'static self) -> ::std::vec::Vec<&'static ::specgate_runtime::upstreams::RouteUpstream> {
+                vec![#(&self.#route_up_names),*]
             }
         }
     };
@@ -143,6 +169,8 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
         pub struct Gateway {
             #(#env_decls)*
             #(#static_decls)*
+            #(#pool_decls)*
+            #(#route_up_decls)*
             #(#policy_decls)*
             #(#cors_decls)*
         }
@@ -157,9 +185,11 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
             fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
                 #(#env_reads)*
                 #(#static_inits)*
+                #(#pool_inits)*
+                #(#route_up_inits)*
                 #(#policy_inits)*
                 #(#cors_inits)*
-                Some(Gateway { #(#env_names,)* #(#static_names,)* #(#policy_names,)* #(#cors_names,)* })
+                Some(Gateway { #(#env_names,)* #(#static_names,)* #(#pool_names,)* #(#route_up_names,)* #(#policy_names,)* #(#cors_names,)* })
             }
 
             fn hooks() -> Self::Hooks {
@@ -169,6 +199,8 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
             #cors_fn
 
             #upstreams_fn
+
+            #route_upstreams_fn
 
             async fn handle(&'static self, route: usize, req: Request, cx: &mut Context) -> Response {
                 match route {
@@ -224,6 +256,126 @@ impl EnvFields {
         match self.fields.get(var) {
             Some((f, _)) => quote! { #f },
             None => quote! { compile_error!("unknown environment variable") },
+        }
+    }
+}
+
+/// The field holding route `index`'s upstream settings.
+fn route_upstream_field(index: usize) -> Ident {
+    format_ident!("route_{}_upstream", index)
+}
+
+/// Upstream sets (one per distinct list, shared by the routes listing it) and the upstream
+/// settings of every route that has some: `(field, init, doc)`.
+struct UpstreamFields {
+    pools: Vec<(Ident, TokenStream, String)>,
+    routes: Vec<(Ident, TokenStream, String)>,
+}
+
+impl UpstreamFields {
+    fn new(project: &Project, env: &EnvFields) -> Self {
+        let mut out = UpstreamFields { pools: Vec::new(), routes: Vec::new() };
+        let mut by_key: BTreeMap<String, Ident> = BTreeMap::new();
+        for (index, route) in project.routes.iter().enumerate() {
+            let upstream = match &route.handler {
+                Handler::Forward { upstream, .. } | Handler::Rewrite { upstream, .. } if !upstream.is_plain() => upstream,
+                _ => continue,
+            };
+            let label = route_label(route);
+            let pool = upstream.pool_key().map(|key| {
+                by_key
+                    .entry(key)
+                    .or_insert_with(|| {
+                        let field = format_ident!("pool_{}", out.pools.len());
+                        let init = pool_init(upstream, &label, env);
+                        let doc = format!("upstreams of {label}");
+                        out.pools.push((field.clone(), init, doc));
+                        field
+                    })
+                    .clone()
+            });
+            let ms = |v: Option<u64>| match v {
+                Some(ms) => quote! { Some(::std::time::Duration::from_millis(#ms)) },
+                None => quote! { None },
+            };
+            let (timeout, connect_timeout) = (ms(upstream.timeout_ms), ms(upstream.connect_timeout_ms));
+            let retry = match &upstream.retries {
+                Some(r) => {
+                    let (max, pct, backoff) = (r.max_retries, r.budget_percent, r.backoff_ms);
+                    quote! {
+                        Some(::specgate_runtime::upstreams::RetrySettings {
+                            max_retries: #max,
+                            budget_percent: #pct,
+                            backoff: ::std::time::Duration::from_millis(#backoff),
+                        })
+                    }
+                }
+                None => quote! { None },
+            };
+            let pool = match pool {
+                Some(p) => quote! { Some(::std::sync::Arc::clone(&#p)) },
+                None => quote! { None },
+            };
+            let init = quote! {
+                ::specgate_runtime::upstreams::RouteUpstream::new(
+                    ::specgate_runtime::upstreams::RouteSettings { timeout: #timeout, connect_timeout: #connect_timeout, retry: #retry },
+                    #pool,
+                )
+            };
+            out.routes.push((route_upstream_field(index), init, format!("upstream settings of {label}")));
+        }
+        out
+    }
+}
+
+/// Start-up construction of an upstream set: each URL rendered and checked, then the set.
+fn pool_init(upstream: &crate::model::UpstreamOptions, label: &str, env: &EnvFields) -> TokenStream {
+    let urls: Vec<Ident> = (0..upstream.upstreams.len()).map(|i| format_ident!("url_{}", i)).collect();
+    let renders = upstream.upstreams.iter().zip(&urls).enumerate().map(|(i, (u, var))| {
+        let render = static_render(&u.url, env);
+        let what = format!("upstreams[{i}] of {label}");
+        quote! {
+            let #var = { #render };
+            env.check_upstream_url(#what, &#var);
+        }
+    });
+    let targets = upstream.upstreams.iter().zip(&urls).map(|(u, var)| {
+        let weight = u.weight;
+        quote! { ::specgate_runtime::upstreams::Target::new(#var, #weight) }
+    });
+    let ejection = match &upstream.ejection {
+        Some(e) => {
+            let (n, base, max) = (e.consecutive_failures, e.cooldown_ms, e.max_cooldown_ms);
+            quote! {
+                Some(::specgate_runtime::upstreams::Ejection {
+                    consecutive_failures: #n,
+                    cooldown: ::std::time::Duration::from_millis(#base),
+                    max_cooldown: ::std::time::Duration::from_millis(#max),
+                })
+            }
+        }
+        None => quote! { None },
+    };
+    let health = match &upstream.health_check {
+        Some(h) => {
+            let (path, interval, timeout, unhealthy, healthy) = (&h.path, h.interval_ms, h.timeout_ms, h.unhealthy_threshold, h.healthy_threshold);
+            quote! {
+                Some(::specgate_runtime::upstreams::HealthCheck {
+                    path: #path.to_owned(),
+                    interval: ::std::time::Duration::from_millis(#interval),
+                    timeout: ::std::time::Duration::from_millis(#timeout),
+                    unhealthy_threshold: #unhealthy,
+                    healthy_threshold: #healthy,
+                })
+            }
+        }
+        None => quote! { None },
+    };
+    quote! {
+        {
+            #(#renders)*
+            let targets = vec![#(#targets),*];
+            ::std::sync::Arc::new(::specgate_runtime::upstreams::UpstreamPool::new(#label, targets, #ejection, #health))
         }
     }
 }
@@ -296,6 +448,8 @@ fn route_fn_name(index: usize, route: &Route) -> Ident {
 enum StaticKind {
     Url,
     Location,
+    /// A path appended to an upstream of a set.
+    Path,
 }
 
 struct StaticValue {
@@ -325,43 +479,64 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, p
     };
     let mut stat = None;
     let handler = match &route.handler {
-        Handler::Forward { base, forward_search, follow_redirects } => {
+        Handler::Forward { base, forward_search, follow_redirects, upstream } => {
             let opts = options(*forward_search, *follow_redirects);
-            if base.is_static() {
-                let field = format_ident!("route_{}_base", index);
-                stat = Some(StaticValue {
-                    field: field.clone(),
-                    doc: format!("baseUrl of {label}"),
-                    label: format!("baseUrl of {label}"),
-                    init: static_render(base, env),
-                    kind: StaticKind::Url,
-                });
-                quote! { handlers::url_forward(req, cx, &self.#field, #opts).await }
-            } else {
-                let r = render_or_return(base);
-                quote! {
-                    let base = #r;
-                    handlers::url_forward(req, cx, &base, #opts).await
+            let via = (!upstream.is_plain()).then(|| route_upstream_field(index));
+            match (base, via) {
+                (None, Some(via)) => quote! { handlers::url_forward_via(req, cx, "", &self.#via, #opts).await },
+                (None, None) => quote! { handlers::template_failed(Problem::internal("no upstream"), cx) },
+                (Some(base), via) if base.is_static() => {
+                    let field = format_ident!("route_{}_base", index);
+                    stat = Some(StaticValue {
+                        field: field.clone(),
+                        doc: format!("baseUrl of {label}"),
+                        label: format!("baseUrl of {label}"),
+                        init: static_render(base, env),
+                        kind: StaticKind::Url,
+                    });
+                    match via {
+                        Some(via) => quote! { handlers::url_forward_via(req, cx, &self.#field, &self.#via, #opts).await },
+                        None => quote! { handlers::url_forward(req, cx, &self.#field, #opts).await },
+                    }
+                }
+                (Some(base), via) => {
+                    let r = render_or_return(base);
+                    let call = match via {
+                        Some(via) => quote! { handlers::url_forward_via(req, cx, &base, &self.#via, #opts).await },
+                        None => quote! { handlers::url_forward(req, cx, &base, #opts).await },
+                    };
+                    quote! {
+                        let base = #r;
+                        #call
+                    }
                 }
             }
         }
-        Handler::Rewrite { pattern, forward_search, follow_redirects } => {
+        Handler::Rewrite { pattern, forward_search, follow_redirects, upstream } => {
             let opts = options(*forward_search, *follow_redirects);
+            let via = (!upstream.is_plain()).then(|| route_upstream_field(index));
+            let call = |url: TokenStream| match &via {
+                Some(via) => quote! { handlers::url_rewrite_via(req, cx, #url, &self.#via, #opts).await },
+                None => quote! { handlers::url_rewrite(req, cx, #url, #opts).await },
+            };
             if pattern.is_static() {
-                let field = format_ident!("route_{}_url", index);
+                // With an upstream set the pattern is a path (checked at generation time).
+                let path = !upstream.upstreams.is_empty();
+                let field = format_ident!("route_{}_{}", index, if path { "path" } else { "url" });
                 stat = Some(StaticValue {
                     field: field.clone(),
                     doc: format!("rewritePattern of {label}"),
                     label: format!("rewritePattern of {label}"),
                     init: static_render(pattern, env),
-                    kind: StaticKind::Url,
+                    kind: if path { StaticKind::Path } else { StaticKind::Url },
                 });
-                quote! { handlers::url_rewrite(req, cx, self.#field.clone(), #opts).await }
+                call(quote! { self.#field.clone() })
             } else {
                 let r = render_or_return(pattern);
+                let call = call(quote! { url });
                 quote! {
                     let url = #r;
-                    handlers::url_rewrite(req, cx, url, #opts).await
+                    #call
                 }
             }
         }

@@ -178,15 +178,53 @@ struct RouteRow {
     target: String,
 }
 
+/// `` one of `A` (90), `B` (10) `` for the route table.
+fn upstream_list(upstream: &crate::model::UpstreamOptions, names: &[&str]) -> String {
+    let items: Vec<String> = upstream.upstreams.iter().map(|u| format!("`{}` ({})", template_text(&u.url, names), u.weight)).collect();
+    format!("one of {}", items.join(", "))
+}
+
+/// `timeout 500 ms, connect 250 ms, up to 2 retries, ejection after 5 failures, health /healthz`.
+fn upstream_summary(upstream: &crate::model::UpstreamOptions) -> String {
+    let mut parts = Vec::new();
+    if let Some(t) = upstream.timeout_ms {
+        parts.push(format!("timeout {t} ms"));
+    }
+    if let Some(t) = upstream.connect_timeout_ms {
+        parts.push(format!("connect {t} ms"));
+    }
+    match upstream.retries {
+        Some(r) => parts.push(format!("up to {} {} ({} % budget)", r.max_retries, if r.max_retries == 1 { "retry" } else { "retries" }, r.budget_percent)),
+        None => parts.push("no retries".to_owned()),
+    }
+    if let Some(e) = upstream.ejection {
+        parts.push(format!("ejection after {} failures", e.consecutive_failures));
+    }
+    if let Some(h) = &upstream.health_check {
+        parts.push(format!("health `{}`", h.path));
+    }
+    parts.join(", ")
+}
+
 fn route_row(r: &crate::model::Route) -> RouteRow {
     let names: Vec<&str> = r.parsed.params.iter().map(|p| p.name.as_str()).collect();
     let target = match &r.handler {
-        Handler::Forward { base, .. } => format!("`{}` + path", template_text(base, &names)),
+        Handler::Forward { base: Some(base), .. } => format!("`{}` + path", template_text(base, &names)),
+        Handler::Forward { base: None, upstream, .. } => format!("{} + path", upstream_list(upstream, &names)),
+        Handler::Rewrite { pattern, upstream, .. } if !upstream.upstreams.is_empty() => {
+            format!("{} + `{}`", upstream_list(upstream, &names), template_text(pattern, &names))
+        }
         Handler::Rewrite { pattern, .. } => format!("`{}`", template_text(pattern, &names)),
         Handler::Redirect { location, status } => format!("{status} → `{}`", template_text(location, &names)),
         Handler::OpenApiSpec => "the public OpenAPI document".to_owned(),
         Handler::WebSocket { pattern } => format!("WebSocket `{}`", template_text(pattern, &names)),
         Handler::Custom { module, export, .. } => format!("`{}` {export}", module.import),
+    };
+    let target = match &r.handler {
+        Handler::Forward { upstream, .. } | Handler::Rewrite { upstream, .. } if !upstream.is_plain() => {
+            format!("{target}; {}", upstream_summary(upstream))
+        }
+        _ => target,
     };
     RouteRow {
         method: r.method.clone(),

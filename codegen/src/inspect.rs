@@ -91,7 +91,15 @@ fn row(project: &Project, index: usize, r: &Route, finders: &EnvFinders) -> Rout
         Handler::Custom { module, export, .. } => format!("{}#{export}", module.import),
         h => h.export().to_owned(),
     };
-    let target = r.handler.templates().first().map(|t| template_text(t, r));
+    let set = |u: &crate::model::UpstreamOptions| {
+        let items: Vec<String> = u.upstreams.iter().map(|d| format!("{} ({})", template_text(&d.url, r), d.weight)).collect();
+        format!("one of {}", items.join(", "))
+    };
+    let target = match &r.handler {
+        Handler::Forward { base: None, upstream, .. } => Some(set(upstream)),
+        Handler::Rewrite { pattern, upstream, .. } if !upstream.upstreams.is_empty() => Some(format!("{} + {}", set(upstream), template_text(pattern, r))),
+        h => h.templates().first().map(|t| template_text(t, r)),
+    };
     RouteRow {
         index,
         method: r.method.clone(),
@@ -428,9 +436,18 @@ fn upstream_url(r: &Route, params: &[(String, String)], pathname: &str, query: O
         s
     };
     let query = query.filter(|q| !q.is_empty());
+    // With several upstreams: the one a fresh gateway picks first (the heaviest, the first of
+    // equals).
+    let first_upstream = |u: &crate::model::UpstreamOptions| {
+        let best = u.upstreams.iter().rev().max_by_key(|d| d.weight)?;
+        Some(render(&best.url).trim_end_matches('/').to_owned())
+    };
     match &r.handler {
-        Handler::Forward { base, forward_search, .. } => {
-            let mut url = render(base).trim_end_matches('/').to_owned();
+        Handler::Forward { base, forward_search, upstream, .. } => {
+            let mut url = match base {
+                Some(base) => render(base).trim_end_matches('/').to_owned(),
+                None => first_upstream(upstream)?,
+            };
             url.push_str(pathname);
             if let (true, Some(q)) = (*forward_search, query) {
                 url.push('?');
@@ -438,8 +455,11 @@ fn upstream_url(r: &Route, params: &[(String, String)], pathname: &str, query: O
             }
             Some(url)
         }
-        Handler::Rewrite { pattern, forward_search, .. } => {
-            let mut url = render(pattern);
+        Handler::Rewrite { pattern, forward_search, upstream, .. } => {
+            let mut url = match first_upstream(upstream) {
+                Some(base) => base + &render(pattern),
+                None => render(pattern),
+            };
             if let (true, Some(q)) = (*forward_search, query) {
                 url.push(if url.contains('?') { '&' } else { '?' });
                 url.push_str(q);

@@ -248,21 +248,25 @@ pub struct Example {
 pub enum Handler {
     /// `urlForwardHandler`.
     Forward {
-        /// `baseUrl`.
-        base: Template,
+        /// `baseUrl` (`None` when the route lists `upstreams`).
+        base: Option<Template>,
         /// `forwardSearch`.
         forward_search: bool,
         /// `followRedirects`.
         follow_redirects: bool,
+        /// Timeouts, retries, several upstreams.
+        upstream: UpstreamOptions,
     },
     /// `urlRewriteHandler`.
     Rewrite {
-        /// `rewritePattern`.
+        /// `rewritePattern` (a path when the route lists `upstreams`).
         pattern: Template,
         /// `forwardSearch`.
         forward_search: bool,
         /// `followRedirects`.
         follow_redirects: bool,
+        /// Timeouts, retries, several upstreams.
+        upstream: UpstreamOptions,
     },
     /// `redirectHandler`.
     Redirect {
@@ -305,11 +309,94 @@ impl Handler {
     /// The templates of the handler.
     pub fn templates(&self) -> Vec<&Template> {
         match self {
-            Handler::Forward { base, .. } => vec![base],
-            Handler::Rewrite { pattern, .. } => vec![pattern],
+            Handler::Forward { base, upstream, .. } => base.iter().chain(upstream.upstreams.iter().map(|u| &u.url)).collect(),
+            Handler::Rewrite { pattern, upstream, .. } => std::iter::once(pattern).chain(upstream.upstreams.iter().map(|u| &u.url)).collect(),
             Handler::Redirect { location, .. } => vec![location],
             Handler::WebSocket { pattern } => vec![pattern],
             Handler::OpenApiSpec | Handler::Custom { .. } => Vec::new(),
         }
     }
+}
+
+/// The upstream options of a forward or rewrite handler (specgate extensions): several
+/// upstreams with weights, per-route timeouts, retries, passive ejection, active health checks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamOptions {
+    /// `upstreams` (empty: the handler's own URL).
+    pub upstreams: Vec<UpstreamDef>,
+    /// `timeoutMs`.
+    pub timeout_ms: Option<u64>,
+    /// `connectTimeoutMs`.
+    pub connect_timeout_ms: Option<u64>,
+    /// `retries`, defaults applied (`None`: no retries).
+    pub retries: Option<RetriesDef>,
+    /// `ejection`, defaults applied (`None`: off).
+    pub ejection: Option<EjectionDef>,
+    /// `healthCheck` (`None`: off).
+    pub health_check: Option<HealthCheckDef>,
+}
+
+impl UpstreamOptions {
+    /// Whether none of the options is in effect (the route takes the plain forward path).
+    pub fn is_plain(&self) -> bool {
+        self.upstreams.is_empty() && self.timeout_ms.is_none() && self.connect_timeout_ms.is_none() && self.retries.is_none()
+    }
+
+    /// What makes two routes' upstream sets one shared set: the same URLs (as written) and
+    /// weights, the same ejection and health check settings.
+    pub fn pool_key(&self) -> Option<String> {
+        if self.upstreams.is_empty() {
+            return None;
+        }
+        let urls: Vec<String> = self.upstreams.iter().map(|u| format!("{}*{}", u.text, u.weight)).collect();
+        Some(format!("{urls:?}|{:?}|{:?}", self.ejection, self.health_check))
+    }
+}
+
+/// One entry of `upstreams`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamDef {
+    /// The base URL (literals and `${env.X}` only).
+    pub url: Template,
+    /// The template as written.
+    pub text: String,
+    /// `weight` (default 1).
+    pub weight: u32,
+}
+
+/// `retries`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetriesDef {
+    /// `maxRetries`.
+    pub max_retries: u32,
+    /// `budgetPercent`.
+    pub budget_percent: u32,
+    /// `backoffMs`.
+    pub backoff_ms: u64,
+}
+
+/// `ejection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EjectionDef {
+    /// `consecutiveFailures`.
+    pub consecutive_failures: u32,
+    /// `cooldownMs`.
+    pub cooldown_ms: u64,
+    /// `maxCooldownMs`.
+    pub max_cooldown_ms: u64,
+}
+
+/// `healthCheck`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckDef {
+    /// `path`.
+    pub path: String,
+    /// `intervalMs`.
+    pub interval_ms: u64,
+    /// `timeoutMs`.
+    pub timeout_ms: u64,
+    /// `unhealthyThreshold`.
+    pub unhealthy_threshold: u32,
+    /// `healthyThreshold`.
+    pub healthy_threshold: u32,
 }

@@ -22,6 +22,8 @@ use crate::schema::{Bundler, OperationInput, Sources};
 use crate::source::{self, Format, Kind, Node, Span};
 use crate::template;
 
+mod upstreams;
+
 /// HTTP methods an OpenAPI path item may hold.
 const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
 
@@ -654,16 +656,40 @@ impl Loader<'_> {
         let mut opts = Options { node: options, file, known: Vec::new() };
         let handler = match export.1.as_str() {
             "urlForwardHandler" => {
-                let base = self.template_option(&mut opts, "baseUrl", parsed)?;
+                let upstream = self.upstream_options(&mut opts, parsed);
+                let base = match (options.get("baseUrl"), upstream.upstreams.is_empty()) {
+                    (Some(b), false) => {
+                        self.diags.error(at(file, b.span), "`baseUrl` and `upstreams` exclude each other")
+                            .help("list every base URL in `upstreams` (e.g. [\"${env.PRIMARY_URL}\", \"${env.SECONDARY_URL}\"]) and remove `baseUrl`");
+                        opts.known.push("baseUrl");
+                        None
+                    }
+                    (None, false) => {
+                        opts.known.push("baseUrl");
+                        None
+                    }
+                    (_, true) if options.get("upstreams").is_some() => {
+                        // The upstream list was invalid (already reported).
+                        opts.known.push("baseUrl");
+                        return None;
+                    }
+                    (_, true) => Some(self.template_option(&mut opts, "baseUrl", parsed)?),
+                };
                 let forward_search = self.bool_option(&mut opts, "forwardSearch", true);
                 let follow_redirects = self.bool_option(&mut opts, "followRedirects", false);
-                Handler::Forward { base, forward_search, follow_redirects }
+                opts.known.extend(upstreams::OPTION_NAMES);
+                Handler::Forward { base, forward_search, follow_redirects, upstream }
             }
             "urlRewriteHandler" => {
+                let upstream = self.upstream_options(&mut opts, parsed);
                 let pattern = self.template_option(&mut opts, "rewritePattern", parsed)?;
+                if !upstream.upstreams.is_empty() {
+                    self.check_path_pattern(options, &pattern, file)?;
+                }
                 let forward_search = self.bool_option(&mut opts, "forwardSearch", true);
                 let follow_redirects = self.bool_option(&mut opts, "followRedirects", false);
-                Handler::Rewrite { pattern, forward_search, follow_redirects }
+                opts.known.extend(upstreams::OPTION_NAMES);
+                Handler::Rewrite { pattern, forward_search, follow_redirects, upstream }
             }
             "redirectHandler" => {
                 let location = self.template_option(&mut opts, "location", parsed)?;
@@ -750,9 +776,17 @@ impl Loader<'_> {
         opts.known.push(key);
         let file = opts.file;
         let Some(v) = opts.node.get(key) else {
-            self.diags.error(at(file, opts.node.span), format!("required option `{key}` is missing"));
+            let d = self.diags.error(at(file, opts.node.span), format!("required option `{key}` is missing"));
+            if key == "baseUrl" {
+                d.help("or list several base URLs in `upstreams`");
+            }
             return None;
         };
+        self.template_value(v, key, file, parsed)
+    }
+
+    /// A template written at `v` (the value of option `key`), its problems reported.
+    fn template_value(&mut self, v: &Node, key: &str, file: FileId, parsed: &ParsedPath) -> Option<template::Template> {
         let Some(text) = v.as_str() else {
             self.diags.error(at(file, v.span), format!("option `{key}` must be a string, found {}", v.type_name()));
             return None;

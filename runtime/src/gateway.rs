@@ -40,9 +40,16 @@ pub trait Gateway: Send + Sync + Sized + 'static {
         None
     }
 
-    /// The upstream URLs fixed at start-up (checked by the readiness endpoint when
-    /// `READINESS_CHECK_UPSTREAMS` is on).
+    /// The upstream URLs fixed at start-up, every upstream of a route's upstream set included
+    /// (checked by the readiness endpoint when `READINESS_CHECK_UPSTREAMS` is on).
     fn upstream_urls(&'static self) -> Vec<&'static str> {
+        Vec::new()
+    }
+
+    /// The upstream settings of routes that have some (several upstreams, timeouts, retries).
+    /// The server prepares them at start-up, starts the active health checks of their
+    /// upstream sets and exposes those sets in the metrics.
+    fn route_upstreams(&'static self) -> Vec<&'static crate::upstreams::RouteUpstream> {
         Vec::new()
     }
 

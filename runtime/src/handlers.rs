@@ -6,6 +6,7 @@
 use axum::body::Body;
 use http::{HeaderValue, StatusCode, header};
 
+use crate::upstreams::RouteUpstream;
 use crate::{Context, Problem, Request, Response};
 
 /// Options shared by `urlForwardHandler` and `urlRewriteHandler`.
@@ -50,6 +51,38 @@ pub async fn url_rewrite(req: Request, cx: &Context, mut url: String, opts: Forw
         url.push_str(q);
     }
     cx.runtime().upstream().send(req, cx, &url, opts.follow_redirects).await
+}
+
+/// `urlForwardHandler` on a route with upstream settings (several upstreams, timeouts,
+/// retries): with an upstream set, the chosen upstream's base + the incoming path (+ query);
+/// without one, `base` + the incoming path (+ query).
+pub async fn url_forward_via(req: Request, cx: &Context, base: &str, upstream: &RouteUpstream, opts: ForwardOptions) -> Response {
+    let base = if upstream.pool().is_some() { "" } else { base.trim_end_matches('/') };
+    let req = req.into_http();
+    let query = if opts.forward_search { req.uri().query().filter(|q| !q.is_empty()) } else { None };
+    let mut target = String::with_capacity(base.len() + cx.pathname.len() + query.map_or(0, |q| q.len() + 1));
+    target.push_str(base);
+    target.push_str(&cx.pathname);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(q);
+    }
+    upstream.send(req, cx, &target, opts.follow_redirects).await
+}
+
+/// `urlRewriteHandler` on a route with upstream settings: `url` is the rendered
+/// `rewritePattern`, an absolute URL, or with an upstream set the path appended to the chosen
+/// upstream's base; with `forwardSearch` the incoming query is appended (merged when the
+/// pattern has one).
+pub async fn url_rewrite_via(req: Request, cx: &Context, mut url: String, upstream: &RouteUpstream, opts: ForwardOptions) -> Response {
+    let req = req.into_http();
+    if opts.forward_search
+        && let Some(q) = req.uri().query().filter(|q| !q.is_empty())
+    {
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(q);
+    }
+    upstream.send(req, cx, &url, opts.follow_redirects).await
 }
 
 /// `redirectHandler`: answers with `Location` and the configured status (default 302).

@@ -2,8 +2,9 @@
 //!
 //! A generated crate holds only wiring: its route table, one function per route that renders
 //! the compiled URL templates and calls a handler from [`handlers`], and a [`Gateway`]
-//! implementation. Routing ([`router`]), proxying ([`proxy`]), problem responses ([`problem`]),
-//! environment handling ([`env`]) and the server loop ([`server`]) live here.
+//! implementation. Routing ([`router`]), proxying ([`proxy`]), upstream resilience
+//! ([`upstreams`]: per-route timeouts, retries, several upstreams, health), problem responses
+//! ([`problem`]), environment handling ([`env`]) and the server loop ([`server`]) live here.
 
 pub mod cache;
 pub mod context;
@@ -29,6 +30,7 @@ pub mod response_cache;
 pub mod router;
 pub mod server;
 pub mod template;
+pub mod upstreams;
 pub mod validation;
 mod time;
 

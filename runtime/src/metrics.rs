@@ -1,6 +1,8 @@
 //! Prometheus metrics: per-route request counts by status class and latency histograms,
-//! upstream latency, connect errors and timeouts, policy rejections (rate limits, auth), and
-//! in-flight requests, rendered in the text exposition format.
+//! upstream latency, connect errors, timeouts and retries, per-upstream counters of routes with
+//! several upstreams (requests, failures, ejections, retries, whether in rotation), policy
+//! rejections (rate limits, auth), and in-flight requests, rendered in the text exposition
+//! format.
 //!
 //! Off unless `METRICS_ADDR` (a separate listener, e.g. `127.0.0.1:9464`, serving
 //! `GET /metrics`) or `METRICS_PATH` (a path on the main listener, e.g. `/__specgate/metrics`)
@@ -14,10 +16,11 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::context::RouteInfo;
+use crate::upstreams::UpstreamPool;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -64,6 +67,7 @@ struct RouteMetrics {
     upstream: Histogram,
     connect_errors: AtomicU64,
     timeouts: AtomicU64,
+    retries: AtomicU64,
 }
 
 /// Why a policy turned a request away.
@@ -99,6 +103,8 @@ pub struct Metrics {
     per_route: Box<[RouteMetrics]>,
     in_flight: AtomicI64,
     rejections: RwLock<BTreeMap<(String, Rejection), AtomicU64>>,
+    /// The upstream sets of routes with several upstreams (set once at start-up).
+    pools: OnceLock<Vec<Arc<UpstreamPool>>>,
 }
 
 static METRICS: OnceLock<Metrics> = OnceLock::new();
@@ -138,6 +144,13 @@ pub(crate) fn upstream(route: usize, outcome: UpstreamOutcome, took: Duration) {
     }
 }
 
+/// Counts a retry of an upstream exchange of `route` (no-op when metrics are off).
+pub(crate) fn upstream_retry(route: usize) {
+    if let Some(m) = get() {
+        m.slot(Some(route)).retries.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// How an upstream exchange ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum UpstreamOutcome {
@@ -167,7 +180,14 @@ impl Metrics {
             per_route: (0..=routes.len()).map(|_| RouteMetrics::default()).collect(),
             in_flight: AtomicI64::new(0),
             rejections: RwLock::new(BTreeMap::new()),
+            pools: OnceLock::new(),
         }
+    }
+
+    /// Registers the upstream sets whose upstreams get their own series (once; later calls
+    /// are ignored).
+    pub(crate) fn set_pools(&self, pools: Vec<Arc<UpstreamPool>>) {
+        let _ = self.pools.set(pools);
     }
 
     fn slot(&self, route: Option<usize>) -> &RouteMetrics {
@@ -257,6 +277,12 @@ impl Metrics {
         for &r in all.iter().filter(|r| r.is_some()) {
             let _ = writeln!(out, "specgate_upstream_timeouts_total{{{}}} {}", label(r), self.slot(r).timeouts.load(Ordering::Relaxed));
         }
+        out.push_str("# HELP specgate_upstream_retries_total Upstream exchanges sent again after a failure, by route.\n");
+        out.push_str("# TYPE specgate_upstream_retries_total counter\n");
+        for &r in all.iter().filter(|r| r.is_some()) {
+            let _ = writeln!(out, "specgate_upstream_retries_total{{{}}} {}", label(r), self.slot(r).retries.load(Ordering::Relaxed));
+        }
+        self.render_pools(&mut out, &gw);
         out.push_str("# HELP specgate_policy_rejections_total Requests a policy turned away, by policy and reason.\n");
         out.push_str("# TYPE specgate_policy_rejections_total counter\n");
         {
@@ -275,6 +301,56 @@ impl Metrics {
         out.push_str("# TYPE specgate_requests_in_flight gauge\n");
         let _ = writeln!(out, "specgate_requests_in_flight{{gateway=\"{gw}\"}} {}", self.in_flight.load(Ordering::Relaxed));
         out
+    }
+}
+
+impl Metrics {
+    /// Per-upstream series of the upstream sets: `pool` is the label of the first route that
+    /// lists the set, `upstream` the base URL (without credentials).
+    fn render_pools(&self, out: &mut String, gw: &str) {
+        let Some(pools) = self.pools.get().filter(|p| !p.is_empty()) else { return };
+        let counters: [Series<&crate::upstreams::Target, u64>; 4] = [
+            ("specgate_upstream_target_requests_total", "Attempts sent to the upstream, retries included.", |t| t.stats.requests.load(Ordering::Relaxed)),
+            ("specgate_upstream_target_failures_total", "Attempts that failed: no connection, no answer in time, reset, or a 502/503/504 answer.", |t| t.stats.failures.load(Ordering::Relaxed)),
+            ("specgate_upstream_target_ejections_total", "Times the upstream was ejected after consecutive failures.", |t| t.stats.ejections.load(Ordering::Relaxed)),
+            ("specgate_upstream_target_retries_total", "Retries sent to the upstream.", |t| t.stats.retries.load(Ordering::Relaxed)),
+        ];
+        let labels = |pool: &UpstreamPool, url: &str| format!("gateway=\"{gw}\",pool=\"{}\",upstream=\"{}\"", escape(pool.label()), escape(&without_credentials(url)));
+        for (name, help, value) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for pool in pools {
+                for t in pool.targets() {
+                    let _ = writeln!(out, "{name}{{{}}} {}", labels(pool, t.url()), value(t));
+                }
+            }
+        }
+        let gauges: [Series<(&UpstreamPool, usize), bool>; 2] = [
+            ("specgate_upstream_target_ejected", "1 while the upstream is ejected (passive health).", |(p, i)| p.is_ejected(i)),
+            ("specgate_upstream_target_healthy", "0 while active health checks find the upstream unhealthy.", |(p, i)| p.is_healthy(i)),
+        ];
+        for (name, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for pool in pools {
+                for (i, t) in pool.targets().iter().enumerate() {
+                    let _ = writeln!(out, "{name}{{{}}} {}", labels(pool, t.url()), u8::from(value((pool, i))));
+                }
+            }
+        }
+    }
+}
+
+/// A series: name, help text, and how to read its value.
+type Series<T, V> = (&'static str, &'static str, fn(T) -> V);
+
+/// A URL without `user:password@`.
+fn without_credentials(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.into() };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]).into(),
+        None => url.into(),
     }
 }
 
@@ -338,6 +414,27 @@ mod tests {
         assert_eq!(line(&text, "specgate_policy_rejections_total{gateway=\"gw\",policy=\"keys\",reason=\"unauthenticated\"}"), Some("1"));
         assert_eq!(line(&text, "specgate_requests_in_flight{gateway=\"gw\"}"), Some("0"));
         assert_eq!(m.requests(Some(0), 2), 2);
+        // Per-upstream series of the upstream sets.
+        let pool = Arc::new(UpstreamPool::new(
+            "getA",
+            vec![crate::upstreams::Target::new("http://user:secret@a:1/", 3), crate::upstreams::Target::new("http://b:2", 1)],
+            Some(crate::upstreams::Ejection { consecutive_failures: 1, cooldown: Duration::from_secs(60), max_cooldown: Duration::from_secs(60) }),
+            None,
+        ));
+        pool.count_attempt(1, false);
+        pool.count_attempt(1, true);
+        pool.record_failure(1, crate::proxy::Stage::NotSent);
+        m.set_pools(vec![pool]);
+        let text = m.render();
+        let b = "gateway=\"gw\",pool=\"getA\",upstream=\"http://b:2\"";
+        assert_eq!(line(&text, &format!("specgate_upstream_target_requests_total{{{b}}}")), Some("2"), "{text}");
+        assert_eq!(line(&text, &format!("specgate_upstream_target_retries_total{{{b}}}")), Some("1"));
+        assert_eq!(line(&text, &format!("specgate_upstream_target_failures_total{{{b}}}")), Some("1"));
+        assert_eq!(line(&text, &format!("specgate_upstream_target_ejections_total{{{b}}}")), Some("1"));
+        assert_eq!(line(&text, &format!("specgate_upstream_target_ejected{{{b}}}")), Some("1"));
+        assert_eq!(line(&text, &format!("specgate_upstream_target_healthy{{{b}}}")), Some("1"));
+        assert!(text.contains("upstream=\"http://a:1/\""), "credentials left out: {text}");
+        assert!(!text.contains("secret"));
         // Every sample line is `name{labels} number`.
         for l in text.lines().filter(|l| !l.starts_with('#')) {
             let v = l.rsplit(' ').next().unwrap_or("");

@@ -89,6 +89,12 @@ impl Upstream {
         &self.config
     }
 
+    /// The same client settings with another connect timeout (a separate connection pool:
+    /// the connect timeout belongs to the connector).
+    pub fn with_connect_timeout(&self, connect_timeout: Duration) -> Upstream {
+        Upstream::new(UpstreamConfig { connect_timeout, ..self.config.clone() })
+    }
+
     /// Sends `req` to `url` and returns the upstream's response, or the problem response that
     /// stands for a failed exchange.
     pub async fn send(&self, req: Request, cx: &Context, url: &str, follow_redirects: bool) -> Response {
@@ -99,20 +105,34 @@ impl Upstream {
     }
 
     async fn try_send(&self, req: Request, cx: &Context, url: &str, follow_redirects: bool) -> Result<Response, Problem> {
-        let mut uri = parse_upstream_uri(url)?;
+        let uri = parse_upstream_uri(url)?;
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         prepare_request_headers(&mut headers, cx, self.config.trusted_proxy_hops);
-        let mut method = parts.method;
-
         if !follow_redirects {
-            return self.exchange(method, uri, headers, body, cx).await;
+            let wait = Wait::from_now(self.config.timeout);
+            return self.exchange(parts.method, uri, headers, body, cx, wait).await.map_err(|f| f.problem);
         }
-
         let replay = collect_replayable(body).await?;
+        self.follow(parts.method, uri, headers, replay, cx, None).await.map_err(|f| f.problem)
+    }
+
+    /// Sends a request and follows the upstream's redirects (at most [`MAX_REDIRECTS`]),
+    /// replaying `replay` where the redirect keeps the body. Each exchange waits until
+    /// `deadline`, or, without one, for the configured timeout.
+    pub(crate) async fn follow(
+        &self,
+        mut method: Method,
+        mut uri: Uri,
+        mut headers: HeaderMap,
+        replay: Option<Bytes>,
+        cx: &Context,
+        deadline: Option<Wait>,
+    ) -> Result<Response, Failure> {
         let mut body = replay.clone().map(Body::from).unwrap_or_else(Body::empty);
         for _ in 0..MAX_REDIRECTS {
-            let resp = self.exchange(method.clone(), uri.clone(), headers.clone(), body, cx).await?;
+            let wait = deadline.unwrap_or_else(|| Wait::from_now(self.config.timeout));
+            let resp = self.exchange(method.clone(), uri.clone(), headers.clone(), body, cx, wait).await?;
             let Some(next) = redirect_target(&resp, &uri) else { return Ok(resp) };
             match resp.status() {
                 StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT => {
@@ -133,10 +153,15 @@ impl Upstream {
             }
             uri = next;
         }
-        Err(Problem::bad_gateway(format!("the upstream redirected more than {MAX_REDIRECTS} times")))
+        // A loop of redirects is the upstream's answer, not a failure to reach it.
+        Err(Failure {
+            problem: Problem::bad_gateway(format!("the upstream redirected more than {MAX_REDIRECTS} times")),
+            stage: Stage::Local,
+        })
     }
 
-    async fn exchange(&self, method: Method, uri: Uri, headers: HeaderMap, body: Body, cx: &Context) -> Result<Response, Problem> {
+    /// One exchange: sends the request and waits for the response head until `wait` ends.
+    pub(crate) async fn exchange(&self, method: Method, uri: Uri, headers: HeaderMap, body: Body, cx: &Context, wait: Wait) -> Result<Response, Failure> {
         let mut out = http::Request::new(body);
         *out.method_mut() = method;
         *out.uri_mut() = uri;
@@ -148,16 +173,16 @@ impl Upstream {
                 crate::metrics::upstream(cx.route.index, outcome, t.elapsed());
             }
         };
-        let resp = match tokio::time::timeout(self.config.timeout, fut).await {
+        let resp = match tokio::time::timeout_at(wait.deadline, fut).await {
             Err(_) => {
                 record(UpstreamOutcome::TimedOut);
-                tracing::warn!(request_id = %cx.request_id, "upstream did not answer within {:?}", self.config.timeout);
-                return Err(Problem::gateway_timeout("the upstream did not answer in time"));
+                tracing::warn!(request_id = %cx.request_id, "upstream did not answer within {:?}", wait.timeout);
+                return Err(Failure { problem: Problem::gateway_timeout("the upstream did not answer in time"), stage: Stage::TimedOut });
             }
             Ok(Err(e)) => {
-                let problem = classify(&e, cx);
-                record(if problem.status() == StatusCode::GATEWAY_TIMEOUT { UpstreamOutcome::TimedOut } else { UpstreamOutcome::ConnectError });
-                return Err(problem);
+                let failure = classify(&e, cx);
+                record(if failure.problem.status() == StatusCode::GATEWAY_TIMEOUT { UpstreamOutcome::TimedOut } else { UpstreamOutcome::ConnectError });
+                return Err(failure);
             }
             Ok(Ok(resp)) => {
                 record(UpstreamOutcome::Answered);
@@ -168,6 +193,65 @@ impl Upstream {
         strip_hop_by_hop(&mut parts.headers);
         Ok(Response::from_parts(parts, Body::new(incoming)))
     }
+
+    /// `GET url` for an active health check: the status, or why there is none within `timeout`.
+    pub(crate) async fn probe(&self, url: &str, timeout: Duration) -> Result<StatusCode, String> {
+        let uri = parse_upstream_uri(url).map_err(|_| format!("`{url}` is not an absolute http(s) URL"))?;
+        let mut req = http::Request::new(Body::empty());
+        *req.uri_mut() = uri;
+        req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static("specgate-health-check"));
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| chain_text(&e))?;
+            let status = resp.status();
+            // Read (a bounded part of) the body so that the connection can be reused.
+            let _ = http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect().await;
+            Ok(status)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer within {timeout:?}")),
+        }
+    }
+}
+
+/// How long an exchange may wait for the upstream's response head.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wait {
+    /// When to give up.
+    pub(crate) deadline: tokio::time::Instant,
+    /// The configured timeout (for messages).
+    pub(crate) timeout: Duration,
+}
+
+impl Wait {
+    /// A wait of `timeout` from now.
+    pub(crate) fn from_now(timeout: Duration) -> Wait {
+        Wait { deadline: tokio::time::Instant::now() + timeout, timeout }
+    }
+}
+
+/// A failed exchange: the problem to answer with, and how far the request got.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) problem: Problem,
+    pub(crate) stage: Stage,
+}
+
+/// How far a failed exchange got, which decides whether it may be retried and whether it
+/// counts against the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// No connection was made (refused, unreachable, connect timeout, TLS handshake): nothing
+    /// of the request reached the upstream, so any method may be retried.
+    NotSent,
+    /// The request was sent, or part of it, and no response head came back (reset, closed,
+    /// invalid answer): only an idempotent request with a replayable body may be retried.
+    Sent,
+    /// No response head before the deadline.
+    TimedOut,
+    /// The gateway's or the client's side failed (a body over the limit, a client that stopped
+    /// sending, a redirect loop): says nothing about the upstream, never retried.
+    Local,
 }
 
 impl Upstream {
@@ -211,7 +295,7 @@ impl Upstream {
         let sent = tokio::time::timeout(self.config.timeout, self.client.request(out)).await;
         let mut resp = match sent {
             Err(_) => return Err(Problem::gateway_timeout("the upstream did not answer the WebSocket handshake in time")),
-            Ok(Err(e)) => return Err(classify(&e, cx)),
+            Ok(Err(e)) => return Err(classify(&e, cx).problem),
             Ok(Ok(r)) => r,
         };
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -309,7 +393,7 @@ pub fn problem_response(problem: Problem, cx: &Context) -> Response {
     cx.problem(problem)
 }
 
-fn parse_upstream_uri(url: &str) -> Result<Uri, Problem> {
+pub(crate) fn parse_upstream_uri(url: &str) -> Result<Uri, Problem> {
     let uri: Uri = url
         .parse()
         .map_err(|_| Problem::internal("the upstream URL built for this route is not a valid URL"))?;
@@ -319,9 +403,10 @@ fn parse_upstream_uri(url: &str) -> Result<Uri, Problem> {
     }
 }
 
-fn classify(e: &hyper_util::client::legacy::Error, cx: &Context) -> Problem {
+fn classify(e: &hyper_util::client::legacy::Error, cx: &Context) -> Failure {
     if source_chain(e).any(|s| s.is::<http_body_util::LengthLimitError>()) {
-        return Problem::new(StatusCode::PAYLOAD_TOO_LARGE).with_detail("the request body is larger than the gateway accepts");
+        let problem = Problem::new(StatusCode::PAYLOAD_TOO_LARGE).with_detail("the request body is larger than the gateway accepts");
+        return Failure { problem, stage: Stage::Local };
     }
     let timed_out = source_chain(e).any(|s| {
         s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
@@ -329,14 +414,20 @@ fn classify(e: &hyper_util::client::legacy::Error, cx: &Context) -> Problem {
     });
     if timed_out {
         tracing::warn!(request_id = %cx.request_id, error = %chain_text(e), "upstream connect timed out");
-        return Problem::gateway_timeout("the upstream did not accept a connection in time");
+        let stage = if e.is_connect() { Stage::NotSent } else { Stage::TimedOut };
+        return Failure { problem: Problem::gateway_timeout("the upstream did not accept a connection in time"), stage };
     }
     if e.is_connect() {
         tracing::warn!(request_id = %cx.request_id, error = %chain_text(e), "upstream unreachable");
-        Problem::bad_gateway("the upstream could not be reached")
-    } else {
-        tracing::warn!(request_id = %cx.request_id, error = %chain_text(e), "upstream exchange failed");
-        Problem::bad_gateway("the upstream closed the connection or sent an invalid response")
+        return Failure { problem: Problem::bad_gateway("the upstream could not be reached"), stage: Stage::NotSent };
+    }
+    tracing::warn!(request_id = %cx.request_id, error = %chain_text(e), "upstream exchange failed");
+    // hyper's "user" errors are ours or the client's: a request body stream that failed, a
+    // request hyper cannot send.
+    let local = source_chain(e).any(|s| s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_user));
+    Failure {
+        problem: Problem::bad_gateway("the upstream closed the connection or sent an invalid response"),
+        stage: if local { Stage::Local } else { Stage::Sent },
     }
 }
 
@@ -348,7 +439,7 @@ fn chain_text(e: &(dyn std::error::Error + 'static)) -> String {
     source_chain(e).map(|s| s.to_string()).collect::<Vec<_>>().join(": ")
 }
 
-async fn collect_replayable(body: Body) -> Result<Option<Bytes>, Problem> {
+pub(crate) async fn collect_replayable(body: Body) -> Result<Option<Bytes>, Problem> {
     let limited = http_body_util::Limited::new(body, MAX_REPLAY_BODY);
     match limited.collect().await {
         Ok(c) => {
@@ -425,7 +516,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static(crate::request_id::HEAD
 
 /// Prepares the client's headers for the upstream: hop-by-hop removed, `Host` left to the
 /// client (it sets the upstream's), `X-Forwarded-*` and the request id set.
-fn prepare_request_headers(headers: &mut HeaderMap, cx: &Context, trusted_hops: usize) {
+pub(crate) fn prepare_request_headers(headers: &mut HeaderMap, cx: &Context, trusted_hops: usize) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
     let peer = cx.peer.ip().to_string();

@@ -602,6 +602,7 @@ fn build<G: Gateway>(gateway: G, config: &ServerConfig) -> Result<&'static App<G
     let connections = Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections.min(tokio::sync::Semaphore::MAX_PERMITS)));
     let max_body_bytes = config.limits.max_body_bytes;
     let app: &'static App<G> = Box::leak(Box::new(App { gateway, hooks, runtime, router, metrics, metrics_path, connections, max_body_bytes }));
+    start_upstream_sets::<G>(app);
     if config.check_upstreams {
         let mut seen = std::collections::BTreeSet::new();
         for url in app.gateway.upstream_urls() {
@@ -615,6 +616,27 @@ fn build<G: Gateway>(gateway: G, config: &ServerConfig) -> Result<&'static App<G
         }
     }
     Ok(app)
+}
+
+/// Prepares the routes' upstream settings, starts the active health checks of their upstream
+/// sets (once per set, on the current runtime) and hands the sets to the metrics.
+fn start_upstream_sets<G: Gateway>(app: &'static App<G>) {
+    let routes = app.gateway.route_upstreams();
+    let mut pools: Vec<Arc<crate::upstreams::UpstreamPool>> = Vec::new();
+    for route in routes {
+        route.prepare(&app.runtime.upstream);
+        if let Some(pool) = route.pool()
+            && !pools.iter().any(|p| Arc::ptr_eq(p, pool))
+        {
+            pools.push(pool.clone());
+        }
+    }
+    for pool in &pools {
+        crate::upstreams::probe::spawn(pool.clone(), app.runtime.upstream.clone());
+    }
+    if let Some(m) = app.metrics {
+        m.set_pools(pools);
+    }
 }
 
 /// Serves `GET /metrics` on its own listener until `stop` turns true.

@@ -29,6 +29,8 @@ pub mod response_cache;
 pub mod router;
 pub mod server;
 pub mod template;
+pub mod tls;
+pub mod trace;
 pub mod validation;
 mod time;
 

@@ -73,6 +73,11 @@ impl Drop for Receiver {
 
 impl Receiver {
     async fn start() -> Receiver {
+        Self::start_slow(Duration::ZERO).await
+    }
+
+    /// A receiver that takes `delay` to answer each export.
+    async fn start_slow(delay: Duration) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
         let addr = listener.local_addr().expect("receiver addr");
         let spans = Arc::new(Mutex::new(Vec::new()));
@@ -90,6 +95,7 @@ impl Receiver {
                                 && req.headers().get("content-type").is_some_and(|c| c == "application/x-protobuf");
                             let auth = req.headers().get("x-otlp-token").map(|v| v.as_bytes().to_vec());
                             let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            tokio::time::sleep(delay).await;
                             let status = match ExportTraceServiceRequest::decode(body) {
                                 Ok(decoded) if ok && auth.as_deref() == Some(b"secret value") => {
                                     let mut s = store.lock().expect("spans");
@@ -345,4 +351,39 @@ fn malformed_tracing_variables_stop_start_up() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("OTEL_TRACES_SAMPLER=\"sometimes\" is not supported"), "{err}");
     assert!(err.contains("OTEL_EXPORTER_OTLP_ENDPOINT: \"collector:4318/v1/traces\" is not an http(s) URL"), "{err}");
+}
+
+// The receiver must keep answering while the test blocks waiting for the gateway to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_export_queue_drops_spans_and_counts_them() {
+    // Each export takes a second, so spans pile up behind it in a queue of four.
+    let receiver = Receiver::start_slow(Duration::from_secs(1)).await;
+    let s = setup(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", receiver.addr)),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-otlp-token=secret%20value".to_owned()),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "4".to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+    ])
+    .await;
+    const REQUESTS: usize = 40;
+    for i in 0..REQUESTS {
+        // Requests are not slowed down by the export.
+        let r = tokio::time::timeout(Duration::from_secs(2), get(&s.gw.url(&format!("/api/users/{i}")))).await;
+        assert_eq!(r.expect("answered without waiting for the export").expect("request").status, 200);
+    }
+    s.gw.terminate();
+    let mut gw = s.gw;
+    assert_eq!(gw.wait_exit(Duration::from_secs(20)), Some(0));
+    let log = gw.log_text();
+    let dropped: usize = log
+        .lines()
+        .find(|l| l.contains("BatchSpanProcessor.SpansDropped"))
+        .and_then(|l| l.split("dropped_span_count=").nth(1))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("the dropped spans are counted in the log:\n{log}"));
+    let exported = receiver.spans().iter().filter(|e| e.attr("url.path").as_deref() != Some("/__zuplo/ping")).count();
+    assert!(dropped > 0);
+    assert!(exported < 2 * REQUESTS, "{exported} spans exported");
+    assert!(exported + dropped >= 2 * REQUESTS, "every span is exported or counted: {exported} + {dropped}");
 }

@@ -64,6 +64,8 @@ pub struct Context {
     pub(crate) runtime: &'static Runtime,
     /// Work to do on the route's response ([`Context::on_response`]), in registration order.
     pub(crate) after: Vec<AfterResponse>,
+    /// The request's trace context (propagated upstream as `traceparent`).
+    pub(crate) trace: crate::trace::TraceContext,
 }
 
 impl std::fmt::Debug for Context {
@@ -76,6 +78,7 @@ impl std::fmt::Debug for Context {
             .field("client_ip", &self.client_ip)
             .field("custom", &self.custom)
             .field("after", &self.after.len())
+            .field("trace_id", &self.trace.trace_id())
             .finish_non_exhaustive()
     }
 }
@@ -123,9 +126,16 @@ impl Context {
         self.runtime.spawn_background(work);
     }
 
-    /// `http:` or `https:`, as JavaScript's `URL.protocol` gives it.
+    /// `http:` or `https:` (when the gateway terminates TLS), as JavaScript's `URL.protocol`
+    /// gives it.
     pub fn protocol(&self) -> &'static str {
-        "http:"
+        if self.runtime.https { "https:" } else { "http:" }
+    }
+
+    /// The request's trace context: its trace id (in the access log too) and a `traceparent`
+    /// for side calls that should join the trace.
+    pub fn trace(&self) -> &crate::trace::TraceContext {
+        &self.trace
     }
 
     /// The host without the port.
@@ -184,7 +194,7 @@ impl Log {
     }
 }
 
-fn split_host_port(host: &str) -> (&str, &str) {
+pub(crate) fn split_host_port(host: &str) -> (&str, &str) {
     // IPv6 literals keep their brackets: [::1]:8080.
     if let Some(end) = host.rfind(']') {
         let (h, rest) = host.split_at(end + 1);

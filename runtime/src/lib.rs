@@ -30,6 +30,8 @@ pub mod response_cache;
 pub mod router;
 pub mod server;
 pub mod template;
+pub mod tls;
+pub mod trace;
 pub mod upstreams;
 pub mod validation;
 mod time;

@@ -161,7 +161,9 @@ impl Upstream {
     }
 
     /// One exchange: sends the request and waits for the response head until `wait` ends.
-    pub(crate) async fn exchange(&self, method: Method, uri: Uri, headers: HeaderMap, body: Body, cx: &Context, wait: Wait) -> Result<Response, Failure> {
+    pub(crate) async fn exchange(&self, method: Method, uri: Uri, mut headers: HeaderMap, body: Body, cx: &Context, wait: Wait) -> Result<Response, Failure> {
+        let span = cx.runtime.tracing.client_span(&cx.trace, &method, &uri);
+        cx.trace.inject(&mut headers, span.span_id());
         let mut out = http::Request::new(body);
         *out.method_mut() = method;
         *out.uri_mut() = uri;
@@ -176,16 +178,27 @@ impl Upstream {
         let resp = match tokio::time::timeout_at(wait.deadline, fut).await {
             Err(_) => {
                 record(UpstreamOutcome::TimedOut);
+                span.failed("timeout", "the upstream did not answer in time");
                 tracing::warn!(request_id = %cx.request_id, "upstream did not answer within {:?}", wait.timeout);
                 return Err(Failure { problem: Problem::gateway_timeout("the upstream did not answer in time"), stage: Stage::TimedOut });
             }
             Ok(Err(e)) => {
                 let failure = classify(&e, cx);
-                record(if failure.problem.status() == StatusCode::GATEWAY_TIMEOUT { UpstreamOutcome::TimedOut } else { UpstreamOutcome::ConnectError });
+                let timed_out = failure.problem.status() == StatusCode::GATEWAY_TIMEOUT;
+                record(if timed_out { UpstreamOutcome::TimedOut } else { UpstreamOutcome::ConnectError });
+                let kind = if timed_out {
+                    "timeout"
+                } else if e.is_connect() {
+                    "connect_error"
+                } else {
+                    "response_error"
+                };
+                span.failed(kind, &chain_text(&e));
                 return Err(failure);
             }
             Ok(Ok(resp)) => {
                 record(UpstreamOutcome::Answered);
+                span.answered(resp.status().as_u16());
                 resp
             }
         };
@@ -287,6 +300,7 @@ impl Upstream {
         let uri = parse_upstream_uri(&http_url)?;
         let mut headers = std::mem::take(&mut parts.headers);
         prepare_request_headers(&mut headers, cx, self.config.trusted_proxy_hops);
+        cx.trace.inject(&mut headers, cx.trace.span_id());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         let mut out = http::Request::new(Body::empty());
@@ -515,7 +529,8 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_REQUEST_ID: HeaderName = HeaderName::from_static(crate::request_id::HEADER);
 
 /// Prepares the client's headers for the upstream: hop-by-hop removed, `Host` left to the
-/// client (it sets the upstream's), `X-Forwarded-*` and the request id set.
+/// client (it sets the upstream's), `X-Forwarded-*` and the request id set. The trace context
+/// is set per exchange.
 pub(crate) fn prepare_request_headers(headers: &mut HeaderMap, cx: &Context, trusted_hops: usize) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
@@ -530,7 +545,8 @@ pub(crate) fn prepare_request_headers(headers: &mut HeaderMap, cx: &Context, tru
         headers.insert(X_FORWARDED_FOR, v);
     }
     if trusted_hops == 0 || !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        let proto = if cx.runtime.https { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if trusted_hops == 0 || !headers.contains_key(&X_FORWARDED_HOST) {
         match HeaderValue::from_str(&cx.host) {

@@ -51,6 +51,10 @@ pub struct ServerConfig {
     /// The readiness endpoint also requires every upstream fixed at start-up to accept a TCP
     /// connection (`READINESS_CHECK_UPSTREAMS`, default off).
     pub check_upstreams: bool,
+    /// Trace propagation and OTLP export (`OTEL_*`).
+    pub tracing: crate::trace::TracingConfig,
+    /// HTTPS on the main listener (`TLS_CERT_FILE`, `TLS_KEY_FILE`); plain HTTP when `None`.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// Limits that keep one client from exhausting the gateway.
@@ -134,6 +138,14 @@ impl ServerConfig {
         limits.max_connections = usize::try_from(number("MAX_CONNECTIONS", 20_000, 1)).unwrap_or(20_000);
         limits.max_body_bytes = number("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, 0);
         let metrics_path_s = parse("METRICS_PATH", "");
+        let tracing = crate::trace::TracingConfig::from_env(env).unwrap_or_else(|e| {
+            errors.extend(e);
+            crate::trace::TracingConfig::default()
+        });
+        let tls = crate::tls::TlsConfig::from_env(env).unwrap_or_else(|e| {
+            errors.extend(e);
+            None
+        });
 
         let host = host_s.parse::<IpAddr>().unwrap_or_else(|_| {
             errors.push(format!("HOST={host_s:?} is not an IP address"));
@@ -198,6 +210,8 @@ impl ServerConfig {
             return Err(errors);
         }
         Ok(ServerConfig {
+            tracing,
+            tls,
             check_upstreams,
             limits,
             metrics_addr,
@@ -218,6 +232,9 @@ pub struct Runtime {
     access_log: bool,
     formatter: &'static dyn FormatProblem,
     background: Background,
+    pub(crate) tracing: crate::trace::Tracing,
+    /// The listener terminates TLS.
+    pub(crate) https: bool,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -253,6 +270,8 @@ impl Runtime {
             access_log: false,
             formatter: &crate::hooks::NoHooks,
             background: Background::default(),
+            tracing: crate::trace::Tracing::propagation_only(),
+            https: false,
         }))
     }
 }
@@ -297,6 +316,14 @@ struct App<G: Gateway> {
     /// Permits for open client connections (shared by every worker).
     connections: Arc<tokio::sync::Semaphore>,
     max_body_bytes: u64,
+    /// The certificate and handshake settings when the listener terminates TLS.
+    tls: Option<Tls>,
+}
+
+/// TLS termination state shared by every worker.
+struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    certs: Arc<crate::tls::CertStore>,
 }
 
 /// Entry point of a generated gateway's `main`. With the argument `health-check`, asks the
@@ -356,7 +383,11 @@ pub fn run<G: Gateway>() -> ExitCode {
         let addr = SocketAddr::new(config.host, config.port);
         let listener = bind(addr, workers > 1).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(gateway = G::NAME, routes = G::ROUTES.len(), workers, "listening on http://{local}");
+        let scheme = if app.tls.is_some() { "https" } else { "http" };
+        tracing::info!(gateway = G::NAME, routes = G::ROUTES.len(), workers, "listening on {scheme}://{local}");
+        if let Some(tls) = &app.tls {
+            reload_on_sighup(tls.certs.clone());
+        }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         if let (Some(addr), Some(metrics)) = (config.metrics_addr, app.metrics) {
             serve_metrics(addr, metrics, stop_rx.clone()).await?;
@@ -384,9 +415,9 @@ pub fn run<G: Gateway>() -> ExitCode {
         });
         let first = serve_listener::<G>(app, listener, &config, stopped(stop_rx)).await;
         app.runtime.background.drained().await;
-        Ok((first, threads))
+        Ok((first, threads, app))
     });
-    let (first, threads) = match result {
+    let (first, threads, app) = match result {
         Ok(v) => v,
         Err(e) => {
             eprintln!("error: {e}");
@@ -400,6 +431,8 @@ pub fn run<G: Gateway>() -> ExitCode {
             Err(_) => outcome = Err("a worker thread panicked".to_owned()),
         }
     }
+    // Every request has ended: export the spans still queued.
+    app.runtime.tracing.shutdown(Duration::from_secs(5));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -415,12 +448,47 @@ fn health_check(env: &Environment) -> ExitCode {
     let port = env.get("PORT").and_then(|p| p.parse::<u16>().ok()).unwrap_or(9000);
     let host = env.get("HOST").and_then(|h| h.parse::<IpAddr>().ok()).filter(|h| !h.is_unspecified()).unwrap_or(Ipv4Addr::LOCALHOST.into());
     let addr = SocketAddr::new(host, port);
+    // Over TLS when the gateway terminates it, trusting exactly its own certificate.
+    let tls = match crate::tls::TlsConfig::from_env(env) {
+        Ok(Some(t)) => match crate::tls::pinned_client_config(&t.cert_file) {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Ok(None) => None,
+        Err(errors) => {
+            eprintln!("unhealthy: {}", errors.join("; "));
+            return ExitCode::FAILURE;
+        }
+    };
+    let request = b"GET /__zuplo/ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
     let answer = (|| -> std::io::Result<String> {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
-        s.write_all(b"GET /__zuplo/ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+        s.set_write_timeout(Some(Duration::from_secs(2)))?;
         let mut buf = Vec::new();
-        s.read_to_end(&mut buf)?;
+        match tls {
+            None => {
+                let mut s = s;
+                s.write_all(request)?;
+                s.read_to_end(&mut buf)?;
+            }
+            Some(config) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+                let conn = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+                let mut s = rustls::StreamOwned::new(conn, s);
+                s.write_all(request)?;
+                s.flush()?;
+                // A peer closing without close_notify after a complete answer is fine here.
+                if let Err(e) = s.read_to_end(&mut buf)
+                    && buf.is_empty()
+                {
+                    return Err(e);
+                }
+            }
+        }
         Ok(String::from_utf8_lossy(&buf).into_owned())
     })();
     match answer {
@@ -453,6 +521,26 @@ fn bind(addr: SocketAddr, shared: bool) -> std::io::Result<tokio::net::TcpListen
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
+}
+
+/// Reads the certificate files again on every SIGHUP; a failed reload keeps the certificate
+/// in force.
+fn reload_on_sighup(certs: Arc<crate::tls::CertStore>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: the certificate will not be reloaded");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match certs.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => tracing::error!("SIGHUP: TLS certificate not reloaded, the previous one stays in use: {e}"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = certs;
 }
 
 /// Resolves once the stop flag is raised.
@@ -511,7 +599,7 @@ async fn serve_listener<G: Gateway>(
     config: &ServerConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let builder = connection_builder(&config.limits);
+    let builder = Arc::new(connection_builder(&config.limits));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
@@ -538,11 +626,31 @@ async fn serve_listener<G: Gateway>(
             req.extensions_mut().insert(ConnectInfo(peer));
             async move { Ok::<_, std::convert::Infallible>(dispatch::<G>(State(app), req).await) }
         });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
+        let Some(tls) = &app.tls else {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                // Errors here are client-side (reset, malformed request answered by hyper).
+                let _ = conn.await;
+                drop(permit);
+            });
+            continue;
+        };
+        // The handshake runs in the connection's task, so a slow or failing client never
+        // holds up the accept loop; it is bounded by the handshake timeout.
+        let acceptor = tls.acceptor.clone();
+        let timeout = tls.certs.handshake_timeout();
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
         tokio::spawn(async move {
-            // Errors here are client-side (reset, malformed request answered by hyper).
-            let _ = conn.await;
+            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let _ = watcher.watch(conn).await;
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+            }
             drop(permit);
         });
     }
@@ -569,7 +677,8 @@ pub async fn serve<G: Gateway>(
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!(gateway = G::NAME, routes = G::ROUTES.len(), "listening on http://{local}");
+    let scheme = if app.tls.is_some() { "https" } else { "http" };
+    tracing::info!(gateway = G::NAME, routes = G::ROUTES.len(), "listening on {scheme}://{local}");
 
     let stop = async move {
         shutdown.await;
@@ -577,6 +686,7 @@ pub async fn serve<G: Gateway>(
     };
     let r = serve_listener::<G>(app, listener, &config, stop).await;
     let _ = tokio::time::timeout(config.shutdown_timeout, app.runtime.background.drained()).await;
+    app.runtime.tracing.shutdown(Duration::from_secs(5));
     r
 }
 
@@ -591,17 +701,27 @@ fn build<G: Gateway>(gateway: G, config: &ServerConfig) -> Result<&'static App<G
     // The gateway lives as long as the process; leaking it gives every request a plain
     // `&'static` instead of reference counting on the hot path.
     let hooks: &'static G::Hooks = Box::leak(Box::new(G::hooks()));
+    let tls = match &config.tls {
+        None => None,
+        Some(t) => {
+            let certs = Arc::new(crate::tls::CertStore::new(t.clone())?);
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certs.server_config()?));
+            Some(Tls { acceptor, certs })
+        }
+    };
     let runtime = Runtime {
         upstream: Upstream::new(config.upstream.clone()),
         access_log: config.access_log,
         formatter: hooks,
         background: Background::default(),
+        tracing: crate::trace::Tracing::start(&config.tracing, G::NAME)?,
+        https: tls.is_some(),
     };
     let metrics = (config.metrics_addr.is_some() || config.metrics_path.is_some()).then(|| crate::metrics::enable(G::NAME, G::ROUTE_INFO));
     let metrics_path = config.metrics_path.clone();
     let connections = Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections.min(tokio::sync::Semaphore::MAX_PERMITS)));
     let max_body_bytes = config.limits.max_body_bytes;
-    let app: &'static App<G> = Box::leak(Box::new(App { gateway, hooks, runtime, router, metrics, metrics_path, connections, max_body_bytes }));
+    let app: &'static App<G> = Box::leak(Box::new(App { gateway, hooks, runtime, router, metrics, metrics_path, connections, max_body_bytes, tls }));
     start_upstream_sets::<G>(app);
     if config.check_upstreams {
         let mut seen = std::collections::BTreeSet::new();
@@ -662,15 +782,22 @@ fn metrics_response(metrics: &crate::metrics::Metrics) -> Response {
 async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: http::Request<Body>) -> Response {
     let started = Instant::now();
     let request_id = crate::request_id::accept_or_mint(req.headers());
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let scheme = if app.runtime.https { "https" } else { "http" };
+    let (trace, span) = app.runtime.tracing.start_request(&req, scheme, peer);
+    let trace_id = trace.trace_id();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let in_flight = app.metrics.map(|m| m.start());
     let mut matched: Option<&'static RouteInfo> = None;
     let mut route_label = "";
     let mut resp = match limit_body(req, app.max_body_bytes) {
-        Ok(req) => route::<G>(app, req, &request_id, &mut route_label, &mut matched).await,
+        Ok(req) => route::<G>(app, req, &request_id, trace, &mut route_label, &mut matched).await,
         Err(p) => app.runtime.format_problem(p, &path, &request_id),
     };
+    if let Some(span) = span {
+        span.finish(&method, matched.map(|r| r.path), resp.status().as_u16(), &request_id);
+    }
     if let Some(m) = app.metrics {
         m.finish(matched.map(|r| r.index), resp.status().as_u16(), started.elapsed());
     }
@@ -682,6 +809,7 @@ async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: http::Req
         tracing::info!(
             target: "specgate::access",
             request_id = %request_id,
+            trace_id = %trace_id,
             method = %method,
             path = %path,
             route = route_label,
@@ -696,6 +824,7 @@ async fn route<G: Gateway>(
     app: &'static App<G>,
     req: http::Request<Body>,
     request_id: &str,
+    trace: crate::trace::TraceContext,
     label: &mut &'static str,
     matched: &mut Option<&'static RouteInfo>,
 ) -> Response {
@@ -812,6 +941,7 @@ async fn route<G: Gateway>(
         log: Log { request_id: request_id.to_owned(), route: info.label },
         runtime: &app.runtime,
         after: Vec::new(),
+        trace,
     };
     let cors = app.gateway.cors(route);
     // Cloning a header value only bumps a reference count.

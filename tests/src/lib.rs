@@ -80,6 +80,9 @@ impl Seen {
 /// `?redirect-to=X` answers 307 to X, `/stream` streams two chunks (the second after [`Upstream::release`]), `/hop` answers with a
 /// hop-by-hop header named in `Connection`; `/cors-headers` answers with `Access-Control-*` headers
 /// of its own, `Vary: Accept-Encoding`, `x-exposed` and `x-hidden`; `/bytes/N` answers N bytes;
+/// `/sse` answers `text/event-stream` with event 1 at once, then one more event after each
+/// [`Upstream::release`] (3 in all); `/large/N` streams N MiB in 64 KiB chunks, the first at once
+/// and the rest after one [`Upstream::release`];
 /// anything else answers 200 with `{"upstream": name}`.
 /// Every response carries `x-upstream-seq` (1 for the first request received, 2 for the
 /// next, ...) and, for each query parameter `h-NAME=VALUE`, a header `NAME: VALUE`
@@ -180,31 +183,143 @@ impl Upstream {
     }
 }
 
+/// A fresh test PKI: a root CA, an intermediate CA it signed, and a leaf for `localhost` and
+/// 127.0.0.1 signed by the intermediate.
+pub struct TestPki {
+    /// The root CA certificate (what clients trust), PEM.
+    pub ca_pem: String,
+    /// The leaf and the intermediate, leaf first, PEM (what a server sends).
+    pub chain_pem: String,
+    /// The leaf's private key, PKCS#8 PEM.
+    pub key_pem: String,
+    leaf_der: rustls::pki_types::CertificateDer<'static>,
+    intermediate_der: rustls::pki_types::CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+impl TestPki {
+    /// Generates the three certificates.
+    pub fn generate() -> TestPki {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "specgate test CA");
+        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+        let ca = rcgen::Issuer::new(ca_params, ca_key);
+        let mid_key = rcgen::KeyPair::generate().expect("intermediate key");
+        let mut mid_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("intermediate params");
+        mid_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        mid_params.distinguished_name.push(rcgen::DnType::CommonName, "specgate test intermediate");
+        mid_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let mid_cert = mid_params.signed_by(&mid_key, &ca).expect("intermediate certificate");
+        let mid = rcgen::Issuer::new(mid_params, mid_key);
+        let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
+        let mut leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
+        leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
+        let leaf = leaf_params.signed_by(&leaf_key, &mid).expect("leaf certificate");
+        TestPki {
+            ca_pem: ca_cert.pem(),
+            chain_pem: format!("{}{}", leaf.pem(), mid_cert.pem()),
+            key_pem: leaf_key.serialize_pem(),
+            leaf_der: leaf.der().clone(),
+            intermediate_der: mid_cert.der().clone(),
+            key_der: leaf_key.serialize_der(),
+        }
+    }
+
+    /// A server configuration sending the leaf and the intermediate, ALPN h2 and http/1.1.
+    pub fn server_config(&self) -> rustls::ServerConfig {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![self.leaf_der.clone(), self.intermediate_der.clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(self.key_der.clone().into()),
+            )
+            .expect("server certificate");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config
+    }
+
+    /// Writes `cert.pem` (chain) and `key.pem` into a fresh directory; returns their paths.
+    pub fn write_files(&self, tag: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("specgate-tls-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("TLS dir");
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, &self.chain_pem).expect("write cert");
+        std::fs::write(&key, &self.key_pem).expect("write key");
+        (cert, key)
+    }
+}
+
 /// A server configuration for `localhost`/127.0.0.1 signed by a fresh CA, and the CA in PEM.
 fn test_tls_config() -> (rustls::ServerConfig, String) {
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "specgate test CA");
-    ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let leaf_key = rcgen::KeyPair::generate().expect("leaf key");
-    let mut leaf_params = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("leaf params");
-    leaf_params.distinguished_name.push(rcgen::DnType::CommonName, "localhost");
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).expect("leaf certificate");
+    let pki = TestPki::generate();
+    (pki.server_config(), pki.ca_pem)
+}
+
+/// A TLS client configuration trusting only the CA in `ca_pem`, offering `alpn`.
+pub fn tls_client_config(ca_pem: &str, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .expect("server certificate");
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    (config, ca_cert.pem())
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config
+}
+
+/// One request over TLS to `addr` (server name `localhost`) with a client trusting `ca_pem`:
+/// HTTP/2 when `http2`, else HTTP/1.1 (each offered alone through ALPN). Returns the response
+/// and the HTTP version it came in.
+pub async fn send_tls(addr: SocketAddr, ca_pem: &str, http2: bool, method: &str, path: &str, headers: &[(&str, &str)]) -> Result<(Got, hyper::Version), String> {
+    let alpn: &[&[u8]] = if http2 { &[b"h2"] } else { &[b"http/1.1"] };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls_client_config(ca_pem, alpn)));
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+    let stream = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .map_err(|_| "TLS handshake timed out".to_owned())?
+        .map_err(|e| format!("TLS handshake: {e}"))?;
+    let negotiated = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    let mut b = Request::builder().method(method).uri(format!("https://localhost:{}{path}", addr.port()));
+    if !http2 {
+        b = b.header("host", format!("localhost:{}", addr.port()));
+    }
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
+    let io = TokioIo::new(stream);
+    let resp = if http2 {
+        if negotiated.as_deref() != Some(b"h2") {
+            return Err(format!("ALPN negotiated {negotiated:?}, not h2"));
+        }
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        sender.send_request(req).await.map_err(|e| e.to_string())?
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        sender.send_request(req).await.map_err(|e| e.to_string())?
+    };
+    let version = resp.version();
+    let status = resp.status().as_u16();
+    let mut hs: HashMap<String, String> = HashMap::new();
+    for (k, v) in resp.headers() {
+        hs.entry(k.as_str().to_owned()).or_insert_with(|| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    }
+    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok((Got { status, headers: hs, body }, version))
 }
 
 impl Drop for Upstream {
@@ -334,6 +449,39 @@ async fn answer_by_path(
         });
         let stream = tokio_stream_from(rx);
         *resp.body_mut() = StreamBody::new(stream).boxed();
+    } else if path.ends_with("/sse") {
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+        tokio::spawn(async move {
+            for i in 1..=3 {
+                if i > 1 {
+                    release.notified().await;
+                }
+                let event = format!("id: {i}\nevent: tick\ndata: {{\"n\":{i}}}\n\n");
+                if tx.send(Ok(Frame::data(Bytes::from(event)))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        *resp.body_mut() = StreamBody::new(tokio_stream_from(rx)).boxed();
+        let h = resp.headers_mut();
+        h.insert("content-type", "text/event-stream".parse().expect("static header"));
+        h.insert("cache-control", "no-cache".parse().expect("static header"));
+    } else if let Some(mib) = path.rsplit_once("/large/").and_then(|(_, n)| n.parse::<usize>().ok()) {
+        // A channel of one chunk: the upstream only produces as fast as the gateway reads.
+        let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+        tokio::spawn(async move {
+            let chunk = Bytes::from(vec![b'z'; 64 * 1024]);
+            for i in 0..mib * 16 {
+                if i == 1 {
+                    release.notified().await;
+                }
+                if tx.send(Ok(Frame::data(chunk.clone()))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        *resp.body_mut() = StreamBody::new(tokio_stream_from(rx)).boxed();
+        resp.headers_mut().insert("content-type", "application/octet-stream".parse().expect("static header"));
     } else if path.ends_with("/cors-headers") {
         // An upstream with CORS opinions of its own, which the gateway must replace.
         let h = resp.headers_mut();
@@ -396,6 +544,22 @@ impl Gateway {
 
     /// [`Gateway::start`] on a given port (when another process must know it in advance).
     pub async fn start_on(bin: &Path, port: u16, env: &[(&str, String)]) -> Gateway {
+        let gw = Self::spawn(bin, port, env);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = get(&gw.url("/__zuplo/ping")).await
+                && r.status == 200 {
+                    return gw;
+                }
+            if Instant::now() > deadline {
+                panic!("gateway did not start; its log:\n{}", gw.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Starts the process without waiting for it to serve.
+    pub fn spawn(bin: &Path, port: u16, env: &[(&str, String)]) -> Gateway {
         let log = std::env::temp_dir().join(format!("specgate-gw-{port}-{}.log", std::process::id()));
         let log_file = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(bin);
@@ -409,13 +573,32 @@ impl Gateway {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        let gw = Gateway { addr: SocketAddr::from(([127, 0, 0, 1], port)), child, log };
+        Gateway { addr: SocketAddr::from(([127, 0, 0, 1], port)), child, log }
+    }
+
+    /// Sends SIGTERM (graceful shutdown).
+    pub fn terminate(&self) {
+        let ok = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill");
+        assert!(ok.success(), "kill -TERM failed");
+    }
+
+    /// The process's peak resident memory so far (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
+    /// Starts a gateway that terminates TLS and waits until `/__zuplo/ping` answers over
+    /// HTTPS to a client trusting `ca_pem`.
+    pub async fn start_https(bin: &Path, env: &[(&str, String)], ca_pem: &str) -> Gateway {
+        let gw = Self::spawn(bin, free_port(), env);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = get(&gw.url("/__zuplo/ping")).await
-                && r.status == 200 {
-                    return gw;
-                }
+            if let Ok((r, _)) = send_tls(gw.addr, ca_pem, false, "GET", "/__zuplo/ping", &[]).await
+                && r.status == 200
+            {
+                return gw;
+            }
             if Instant::now() > deadline {
                 panic!("gateway did not start; its log:\n{}", gw.log_text());
             }

@@ -64,6 +64,8 @@ pub struct Context {
     pub(crate) runtime: &'static Runtime,
     /// Work to do on the route's response ([`Context::on_response`]), in registration order.
     pub(crate) after: Vec<AfterResponse>,
+    /// How many `local://` calls led to this request (0 for a request from a client).
+    pub(crate) local_hops: u8,
 }
 
 impl std::fmt::Debug for Context {
@@ -76,6 +78,7 @@ impl std::fmt::Debug for Context {
             .field("client_ip", &self.client_ip)
             .field("custom", &self.custom)
             .field("after", &self.after.len())
+            .field("local_hops", &self.local_hops)
             .finish_non_exhaustive()
     }
 }
@@ -155,6 +158,13 @@ impl Context {
     /// The runtime's shared HTTP client for side calls (config endpoints, loaders).
     pub fn runtime(&self) -> &'static Runtime {
         self.runtime
+    }
+
+    /// How many `local://` calls led to this request: 0 when a client sent it, 1 when a
+    /// gateway of this process (or one reached through `LOCAL_GATEWAY_<NAME>_URL`) forwarded
+    /// it, and so on.
+    pub fn local_hops(&self) -> u8 {
+        self.local_hops
     }
 }
 

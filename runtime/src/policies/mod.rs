@@ -89,6 +89,7 @@ pub(crate) fn test_context() -> crate::Context {
         log: Log { request_id: "test-request".to_owned(), route: ROUTE.label },
         runtime: crate::server::Runtime::for_tests(),
         after: Vec::new(),
+        local_hops: 0,
     }
 }
 

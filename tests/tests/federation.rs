@@ -264,6 +264,43 @@ async fn a_gateway_calling_itself_is_stopped_with_508() {
     assert_eq!(local_calls(&metrics(&gw).await, "edge", "edge", "in_process"), 16.0);
 }
 
+#[tokio::test]
+async fn each_gateway_reads_its_own_variables() {
+    // Start-up reports what every gateway misses, each under its name, and stops.
+    let mut child = Command::new(gateway_binary("federated"))
+        .env_remove("ORDERS_BACKEND_URL")
+        .env_remove("ORDERS_GATEWAY")
+        .env("PORT", free_port().to_string())
+        .env("HOST", "127.0.0.1")
+        .current_dir(std::env::temp_dir())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the gateway started without its variables");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("gateway `edge`: missing environment variable: ORDERS_GATEWAY"), "{err}");
+    assert!(err.contains("gateway `orders`: missing environment variable: ORDERS_BACKEND_URL"), "{err}");
+
+    // ORDERS__ORDERS_BACKEND_URL is the orders gateway's own and wins over the plain name.
+    let backend = Upstream::start("orders-backend").await;
+    let (keys, key) = key_file("scope");
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let gw = start(&dead, &keys, &[("ORDERS__ORDERS_BACKEND_URL", backend.url())]).await;
+    let r = with_key(&gw, "GET", "/orders/1", &key, "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(backend.last().target, "/orders/1");
+}
+
 struct ReceiverStream<T>(tokio::sync::mpsc::Receiver<T>);
 
 impl<T> futures_core::Stream for ReceiverStream<T> {

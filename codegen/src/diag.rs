@@ -51,6 +51,14 @@ impl Files {
         self.files.len() - 1
     }
 
+    /// Appends copies of `other`'s files, their names prefixed with `prefix` (the project's
+    /// name in a build of several projects); returns the id offset of the copies.
+    pub fn append(&mut self, other: &Files, prefix: &str) -> usize {
+        let offset = self.files.len();
+        self.files.extend(other.files.iter().map(|f| SourceFile { name: format!("{prefix}{}", f.name), ..f.clone() }));
+        offset
+    }
+
     /// A file by id.
     pub fn get(&self, id: FileId) -> &SourceFile {
         &self.files[id]
@@ -144,6 +152,17 @@ impl Diagnostics {
     /// Moves the diagnostics of `other` into this list.
     pub fn extend(&mut self, other: Diagnostics) {
         self.list.extend(other.list);
+    }
+
+    /// Moves the diagnostics of `other` into this list, their file ids shifted by `offset`
+    /// (see [`Files::append`]).
+    pub fn extend_shifted(&mut self, other: Diagnostics, offset: usize) {
+        self.list.extend(other.list.into_iter().map(|mut d| {
+            if let Some(l) = &mut d.location {
+                l.file += offset;
+            }
+            d
+        }));
     }
 
     /// Renders every diagnostic (sorted by file and position, errors and warnings together)

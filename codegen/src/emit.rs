@@ -17,6 +17,12 @@ use crate::template::{Expr, Part, Place, Template, UrlPiece};
 
 /// The generated `src/routes.rs` as formatted Rust (without the file header).
 pub fn routes_rs(project: &Project) -> Result<String, String> {
+    routes_rs_in(project, "")
+}
+
+/// [`routes_rs`] for a crate whose data files (`openapi.json`) lie in `data_dir` under the
+/// crate root (`/gateways/NAME` in a build of several projects, `""` otherwise).
+pub fn routes_rs_in(project: &Project, data_dir: &str) -> Result<String, String> {
     let env = EnvFields::new(project);
     let pols = PolicyFields::new(project);
     let route_specs = project.routes.iter().map(route_spec);
@@ -25,7 +31,7 @@ pub fn routes_rs(project: &Project) -> Result<String, String> {
     let mut methods = Vec::new();
     let mut arms = Vec::new();
     for (i, route) in project.routes.iter().enumerate() {
-        let (f, arm, stat) = route_fn(i, route, &env, &pols, project);
+        let (f, arm, stat) = route_fn(i, route, &env, &pols, project, data_dir);
         methods.push(f);
         arms.push(arm);
         if let Some(s) = stat {
@@ -460,7 +466,7 @@ struct StaticValue {
     kind: StaticKind,
 }
 
-fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, project: &Project) -> (TokenStream, TokenStream, Option<StaticValue>) {
+fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, project: &Project, data_dir: &str) -> (TokenStream, TokenStream, Option<StaticValue>) {
     let name = route_fn_name(index, route);
     let doc = format!("`{} {}` ({})", route.method, route.path, route.handler.export());
     let label = route_label(route);
@@ -582,10 +588,13 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, p
                 }
             }
         }
-        Handler::OpenApiSpec => quote! {
-            let _ = &cx;
-            handlers::openapi_document(&req, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")))
-        },
+        Handler::OpenApiSpec => {
+            let document = format!("{data_dir}/openapi.json");
+            quote! {
+                let _ = &cx;
+                handlers::openapi_document(&req, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), #document)))
+            }
+        }
         Handler::Custom { module, export, .. } => {
             let f = module_fn(&module.rust_path, export);
             let what = format!("{} {}", module.import, export);

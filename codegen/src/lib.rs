@@ -2,13 +2,15 @@
 //!
 //! Pipeline: [`project::load`] reads the folder into the [`model`] (with positions for
 //! [`diag`]nostics), [`emit`] turns the model into Rust token streams, [`generate`] assembles
-//! the crate's files and checks a directory for drift.
+//! the crate's files and checks a directory for drift; [`federation`] does the same for a build
+//! of several projects in one crate.
 
 pub mod catalog;
 pub mod dev;
 pub mod diag;
 pub mod echo;
 pub mod emit;
+pub mod federation;
 pub mod generate;
 pub mod import;
 pub mod inspect;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use specgate::federation::ProjectArg;
 use specgate::generate::{self, Options};
 
 #[derive(Parser)]
@@ -22,12 +23,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate the gateway crate of a project.
+    /// Generate the gateway crate of a project, or one crate holding several projects.
     ///
     /// Example: specgate generate specs/multi-backend --out generated/multi-backend
+    ///
+    /// Several: specgate generate --project edge=specs/federated/edge --project orders=specs/federated/orders --out /tmp/gw
     Generate {
-        /// The project folder (holds config/*.oas.json and config/policies.json).
-        project: PathBuf,
+        #[command(flatten)]
+        input: Input,
         #[command(flatten)]
         target: Target,
     },
@@ -35,20 +38,20 @@ enum Command {
     ///
     /// Example: specgate check specs/multi-backend --out generated/multi-backend
     Check {
-        /// The project folder.
-        project: PathBuf,
+        #[command(flatten)]
+        input: Input,
         #[command(flatten)]
         target: Target,
     },
-    /// Print the diagnostics of a project without generating anything, and for a project
-    /// that does not port as is (a Zuplo project with TypeScript modules, built-ins specgate
-    /// lacks) a porting report: routes that port as is, Rust modules to write with their
-    /// signatures, missing built-ins and the routes that use them.
+    /// Print the diagnostics of a project (or of several, built together) without generating
+    /// anything, and for a project that does not port as is (a Zuplo project with TypeScript
+    /// modules, built-ins specgate lacks) a porting report: routes that port as is, Rust
+    /// modules to write with their signatures, missing built-ins and the routes that use them.
     ///
     /// Example: specgate validate specs/multi-backend
     Validate {
-        /// The project folder.
-        project: PathBuf,
+        #[command(flatten)]
+        input: Input,
     },
     /// Run a small upstream that echoes each request as JSON (for examples and benchmarks).
     ///
@@ -150,6 +153,46 @@ enum Command {
     },
 }
 
+/// One project, or several built into one binary.
+#[derive(clap::Args)]
+struct Input {
+    /// The project folder (holds config/*.oas.json and config/policies.json).
+    #[arg(required_unless_present = "projects", conflicts_with = "projects")]
+    project: Option<PathBuf>,
+    /// A project of a build of several projects, as PATH or NAME=PATH (NAME defaults to the
+    /// folder's name). Repeat it: every project becomes a gateway of one binary, reachable
+    /// from the others as local://NAME.
+    #[arg(long = "project", value_name = "[NAME=]PATH")]
+    projects: Vec<ProjectArg>,
+    /// The project whose gateway listens on HOST/PORT in a build of several (default: the
+    /// first --project).
+    #[arg(long, value_name = "NAME", requires = "projects")]
+    entry: Option<String>,
+}
+
+impl Input {
+    /// The projects as the command line would name them again.
+    fn describe(&self) -> String {
+        match &self.project {
+            Some(p) => p.display().to_string(),
+            None => {
+                let mut parts: Vec<String> = self
+                    .projects
+                    .iter()
+                    .map(|p| match &p.name {
+                        Some(n) => format!("--project {n}={}", p.path.display()),
+                        None => format!("--project {}", p.path.display()),
+                    })
+                    .collect();
+                if let Some(e) = &self.entry {
+                    parts.push(format!("--entry {e}"));
+                }
+                parts.join(" ")
+            }
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct Target {
     /// The crate directory (any directory; outside the workspace the crate builds on its own).
@@ -183,8 +226,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Keys(args) => specgate::keys_cli::main(&args),
         Command::Dev(args) => specgate::dev::main(&args),
-        Command::Generate { project, target } => {
-            let Some(output) = run_generate(&project, &target.options()) else { return ExitCode::FAILURE };
+        Command::Generate { input, target } => {
+            let Some(output) = run_generate(&input, &target.options()) else { return ExitCode::FAILURE };
             match generate::write(&output, &target.out) {
                 Ok(()) => {
                     eprintln!("generated {} files into {}", output.files.len(), target.out.display());
@@ -196,14 +239,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { project, target } => {
-            let Some(output) = run_generate(&project, &target.options()) else { return ExitCode::FAILURE };
+        Command::Check { input, target } => {
+            let Some(output) = run_generate(&input, &target.options()) else { return ExitCode::FAILURE };
             let drift = generate::check(&output, &target.out);
+            let project = input.describe();
             if drift.is_clean() {
-                eprintln!("{} is up to date with {}", target.out.display(), project.display());
+                eprintln!("{} is up to date with {project}", target.out.display());
                 return ExitCode::SUCCESS;
             }
-            eprintln!("{} differs from what `specgate generate` writes for {}:", target.out.display(), project.display());
+            eprintln!("{} differs from what `specgate generate` writes for {project}:", target.out.display());
             for f in &drift.differing {
                 eprintln!("  differs: {f}");
             }
@@ -213,17 +257,30 @@ fn main() -> ExitCode {
             for f in &drift.extra {
                 eprintln!("  extra:   {f}");
             }
-            eprintln!("run: specgate generate {} --out {}", project.display(), target.out.display());
+            let name = target.name.as_deref().map(|n| format!(" --name {n}")).unwrap_or_default();
+            eprintln!("run: specgate generate {project}{name} --out {}", target.out.display());
             ExitCode::FAILURE
         }
-        Command::Validate { project } => {
-            let (loaded, diags) = specgate::project::load(&project, None);
-            let files = loaded.as_ref().map(|p| p.files.clone()).unwrap_or_default();
+        Command::Validate { input } => {
+            let (diags, files, loaded) = match &input.project {
+                Some(project) => {
+                    let (loaded, diags) = specgate::project::load(project, None);
+                    let files = loaded.as_ref().map(|p| p.files.clone()).unwrap_or_default();
+                    (diags, files, loaded.into_iter().collect::<Vec<_>>())
+                }
+                None => {
+                    let (federation, diags, files) = specgate::federation::load(&input.projects, input.entry.as_deref(), false);
+                    (diags, files, federation.map(|f| f.projects).unwrap_or_default())
+                }
+            };
             eprint!("{}", diags.render(&files, std::io::stderr().is_terminal()));
             // What a Zuplo project needs before it builds: Rust modules, missing built-ins.
-            if let Some(p) = &loaded {
+            for p in &loaded {
                 let report = specgate::porting::report(p);
                 if !report.is_clean() {
+                    if loaded.len() > 1 {
+                        eprintln!("project `{}`:", p.name);
+                    }
                     eprint!("{}", specgate::porting::render(&report));
                 }
             }
@@ -232,7 +289,7 @@ fn main() -> ExitCode {
             } else {
                 let (_, w) = diags.counts();
                 if w == 0 {
-                    eprintln!("{}: no problems found", project.display());
+                    eprintln!("{}: no problems found", input.describe());
                 }
                 ExitCode::SUCCESS
             }
@@ -351,8 +408,11 @@ fn load_clean(project: &std::path::Path) -> Option<specgate::model::Project> {
     loaded
 }
 
-fn run_generate(project: &std::path::Path, opts: &Options) -> Option<generate::Output> {
-    let (output, diags, files) = generate::generate(project, opts);
+fn run_generate(input: &Input, opts: &Options) -> Option<generate::Output> {
+    let (output, diags, files) = match &input.project {
+        Some(project) => generate::generate(project, opts),
+        None => specgate::federation::generate(&input.projects, input.entry.as_deref(), opts),
+    };
     let rendered = diags.render(&files.unwrap_or_default(), std::io::stderr().is_terminal());
     eprint!("{rendered}");
     output

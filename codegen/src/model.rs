@@ -107,6 +107,17 @@ pub struct Route {
     /// Parameters and request body with bundled schemas, for routes that use a validation
     /// policy.
     pub operation: Option<Operation>,
+    /// The gateway a forward or rewrite target names literally (`local://NAME...`).
+    pub local_target: Option<LocalTarget>,
+}
+
+/// A `local://NAME` written at the start of a `baseUrl` or `rewritePattern`.
+#[derive(Debug, Clone)]
+pub struct LocalTarget {
+    /// The gateway name as written.
+    pub name: String,
+    /// Where the name is written.
+    pub at: Location,
 }
 
 /// What request validation needs of an operation.

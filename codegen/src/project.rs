@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::diag::{Diagnostics, FileId, Files, Location};
 use crate::catalog::Side;
-use crate::model::{Document, Example, Handler, PathMode, Project, Route, Settings, UnsupportedHandler};
+use crate::model::{Document, Example, Handler, LocalTarget, PathMode, Project, Route, Settings, UnsupportedHandler};
 
 /// The built-in handlers specgate implements.
 pub const SUPPORTED_HANDLERS: &[&str] = &["urlForwardHandler", "urlRewriteHandler", "redirectHandler", "openApiSpecHandler", "webSocketHandler"];
@@ -526,7 +526,7 @@ impl Loader<'_> {
             },
         };
         let (inbound, outbound) = self.route_policies(x, file, policies, used);
-        let Some(handler) = self.handler(x, file, &parsed) else {
+        let Some((handler, local_target)) = self.handler(x, file, &parsed) else {
             if let Some(h) = x.get("handler")
                 && h.get("module").and_then(Node::as_str) == Some(BUILTIN_MODULE)
                 && let Some(e) = h.get("export")
@@ -556,6 +556,7 @@ impl Loader<'_> {
             outbound,
             examples,
             operation: None,
+            local_target,
         })
     }
 
@@ -624,7 +625,7 @@ impl Loader<'_> {
         (inbound, outbound)
     }
 
-    fn handler(&mut self, x: &Node, file: FileId, parsed: &ParsedPath) -> Option<Handler> {
+    fn handler(&mut self, x: &Node, file: FileId, parsed: &ParsedPath) -> Option<(Handler, Option<LocalTarget>)> {
         let Some(h) = x.get("handler") else {
             self.diags.error(at(file, x.span), "`x-zuplo-route` has no `handler`")
                 .help(r#"add e.g. "handler": { "export": "urlForwardHandler", "module": "$import(@zuplo/runtime)", "options": { "baseUrl": "https://..." } }"#);
@@ -635,7 +636,7 @@ impl Loader<'_> {
         if module.1 != BUILTIN_MODULE {
             if module.1.starts_with("$import(") {
                 return match crate::modules::resolve(self.root, &module.1) {
-                    Ok(m) => Some(Handler::Custom { module: m, export: export.1, at: at(file, module.0) }),
+                    Ok(m) => Some((Handler::Custom { module: m, export: export.1, at: at(file, module.0) }, None)),
                     Err(e) => {
                         self.diags.error(at(file, module.0), e);
                         None
@@ -654,6 +655,7 @@ impl Loader<'_> {
             return None;
         }
         let mut opts = Options { node: options, file, known: Vec::new() };
+        let mut local = None;
         let handler = match export.1.as_str() {
             "urlForwardHandler" => {
                 let upstream = self.upstream_options(&mut opts, parsed);
@@ -673,7 +675,11 @@ impl Loader<'_> {
                         opts.known.push("baseUrl");
                         return None;
                     }
-                    (_, true) => Some(self.template_option(&mut opts, "baseUrl", parsed)?),
+                    (_, true) => {
+                        let base = self.template_option(&mut opts, "baseUrl", parsed)?;
+                        local = self.local_target(&opts, "baseUrl", None);
+                        Some(base)
+                    }
                 };
                 let forward_search = self.bool_option(&mut opts, "forwardSearch", true);
                 let follow_redirects = self.bool_option(&mut opts, "followRedirects", false);
@@ -683,7 +689,9 @@ impl Loader<'_> {
             "urlRewriteHandler" => {
                 let upstream = self.upstream_options(&mut opts, parsed);
                 let pattern = self.template_option(&mut opts, "rewritePattern", parsed)?;
-                if !upstream.upstreams.is_empty() {
+                if upstream.upstreams.is_empty() {
+                    local = self.local_target(&opts, "rewritePattern", None);
+                } else {
                     self.check_path_pattern(options, &pattern, file)?;
                 }
                 let forward_search = self.bool_option(&mut opts, "forwardSearch", true);
@@ -693,6 +701,7 @@ impl Loader<'_> {
             }
             "redirectHandler" => {
                 let location = self.template_option(&mut opts, "location", parsed)?;
+                self.local_target(&opts, "location", Some("a redirect sends its location to the client, which cannot reach a local:// gateway"));
                 opts.known.push("status");
                 let status = match options.get("status") {
                     None => 302,
@@ -708,6 +717,7 @@ impl Loader<'_> {
             }
             "webSocketHandler" => {
                 let pattern = self.template_option(&mut opts, "rewritePattern", parsed)?;
+                self.local_target(&opts, "rewritePattern", Some("webSocketHandler cannot pass a handshake to a local:// gateway; use its ws(s):// or http(s):// URL"));
                 Handler::WebSocket { pattern }
             }
             "openApiSpecHandler" => {
@@ -739,7 +749,39 @@ impl Loader<'_> {
                     .help(format!("known options: {}", opts.known.join(", ")));
             }
         }
-        Some(handler)
+        Some((handler, local))
+    }
+
+    /// The gateway named by a literal `local://NAME` at the start of option `key` (a name
+    /// made of substitutions is left to run time). Errors for an empty or malformed name, or
+    /// with `refused` for a handler that cannot use local:// at all.
+    fn local_target(&mut self, opts: &Options<'_>, key: &str, refused: Option<&str>) -> Option<LocalTarget> {
+        let v = opts.node.get(key)?;
+        let text = v.as_str()?;
+        let rest = text.get(..8).filter(|p| p.eq_ignore_ascii_case("local://")).map(|_| &text[8..])?;
+        let source = self.files.get(opts.file).text.clone();
+        let span_of = |offset: usize, len: usize| at(opts.file, value_span(&source, v.span, text, offset, len));
+        if let Some(why) = refused {
+            self.diags.error(span_of(0, 8), format!("`{key}` cannot be a local:// URL")).help(why);
+            return None;
+        }
+        let end = rest.find(['/', '?', '#', '$']).unwrap_or(rest.len());
+        let name = &rest[..end];
+        if rest[end..].starts_with('$') {
+            // `local://${env.GATEWAY}` or `local://orders-${env.SUFFIX}`: known at run time only.
+            return None;
+        }
+        if name.is_empty() {
+            self.diags.error(span_of(0, 8), "`local://` needs the name of a gateway")
+                .help("write local://NAME or local://NAME/path, NAME being a project of this build or a gateway reached through LOCAL_GATEWAY_<NAME>_URL");
+            return None;
+        }
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+            self.diags.error(span_of(8, name.len()), format!("`{name}` is not a gateway name"))
+                .help("a local:// URL names a gateway (letters, digits, `-`), without a port or credentials");
+            return None;
+        }
+        Some(LocalTarget { name: name.to_owned(), at: span_of(8, name.len()) })
     }
 
     fn required_str(&mut self, node: &Node, key: &str, file: FileId) -> Option<(Span, String)> {

@@ -1,13 +1,24 @@
 //! Snapshot tests of the generator's diagnostics.
 //!
-//! Every folder under `tests/diagnostics/` is a small project. Its `expected.txt` holds the
-//! rendered diagnostics (no colour) followed by `exit: error` or `exit: ok`. Run with
+//! Every folder under `tests/diagnostics/` is a small project, or several built together when
+//! it holds a `federation.txt` listing them. Its `expected.txt` holds the rendered diagnostics
+//! (no colour) followed by `exit: error` or `exit: ok`. Run with
 //! `UPDATE_SNAPSHOTS=1` to rewrite the snapshots after an intended change, then read the diff.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use specgate::generate::{Options, generate};
+
+/// Generates the case: one project, or the projects its `federation.txt` lists.
+fn generate_case(dir: &Path, opts: &Options) -> (Option<specgate::generate::Output>, specgate::diag::Diagnostics, Option<specgate::diag::Files>) {
+    let list = dir.join("federation.txt");
+    if !list.exists() {
+        return generate(dir, opts);
+    }
+    let projects = specgate::federation::read_list(&list).expect("federation.txt");
+    specgate::federation::generate(&projects, None, opts)
+}
 
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join("diagnostics")
@@ -16,7 +27,7 @@ fn cases_dir() -> PathBuf {
 /// What the generator reports for the project at `dir`, as stored in `expected.txt`.
 fn render_case(dir: &Path, name: &str) -> String {
     let opts = Options { name: Some(name.to_owned()), out: std::env::temp_dir().join("specgate-diagnostics-out"), runtime_path: None, stub_missing: false };
-    let (output, diags, files) = generate(dir, &opts);
+    let (output, diags, files) = generate_case(dir, &opts);
     let files = files.unwrap_or_default();
     // No wrapping: a message naming the project folder would wrap where the checkout's path
     // length puts it.

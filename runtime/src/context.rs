@@ -66,6 +66,8 @@ pub struct Context {
     pub(crate) after: Vec<AfterResponse>,
     /// The request's trace context (propagated upstream as `traceparent`).
     pub(crate) trace: crate::trace::TraceContext,
+    /// How many `local://` calls led to this request (0 for a request from a client).
+    pub(crate) local_hops: u8,
 }
 
 impl std::fmt::Debug for Context {
@@ -79,6 +81,7 @@ impl std::fmt::Debug for Context {
             .field("custom", &self.custom)
             .field("after", &self.after.len())
             .field("trace_id", &self.trace.trace_id())
+            .field("local_hops", &self.local_hops)
             .finish_non_exhaustive()
     }
 }
@@ -165,6 +168,13 @@ impl Context {
     /// The runtime's shared HTTP client for side calls (config endpoints, loaders).
     pub fn runtime(&self) -> &'static Runtime {
         self.runtime
+    }
+
+    /// How many `local://` calls led to this request: 0 when a client sent it, 1 when a
+    /// gateway of this process (or one reached through `LOCAL_GATEWAY_<NAME>_URL`) forwarded
+    /// it, and so on.
+    pub fn local_hops(&self) -> u8 {
+        self.local_hops
     }
 }
 

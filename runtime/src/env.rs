@@ -82,7 +82,14 @@ impl Environment {
 
     /// Starts a start-up read that collects every missing variable.
     pub fn reader(&self) -> Reader<'_> {
-        Reader { env: self, missing: BTreeSet::new(), invalid: Vec::new() }
+        Reader { env: self, scope: None, missing: BTreeSet::new(), invalid: Vec::new() }
+    }
+
+    /// A start-up read for one gateway of a federated build: `SCOPE__NAME` (e.g.
+    /// `ORDERS__BACKEND_URL` for the gateway `orders`) wins over `NAME`, so gateways that use
+    /// the same variable name can be given different values.
+    pub fn scoped_reader(&self, scope: &str) -> Reader<'_> {
+        Reader { env: self, scope: Some(format!("{scope}__")), missing: BTreeSet::new(), invalid: Vec::new() }
     }
 }
 
@@ -90,15 +97,26 @@ impl Environment {
 #[derive(Debug)]
 pub struct Reader<'a> {
     env: &'a Environment,
+    /// `SCOPE__` of a federated build's gateway, tried before each plain name.
+    scope: Option<String>,
     missing: BTreeSet<String>,
     invalid: Vec<String>,
 }
 
 impl Reader<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        if let Some(scope) = &self.scope
+            && let Some(v) = self.env.get(&format!("{scope}{name}"))
+        {
+            return Some(v);
+        }
+        self.env.get(name)
+    }
+
     /// A required variable. When missing, records it and returns an empty value so that the
     /// rest of the configuration can still be read and every missing name reported at once.
     pub fn required(&mut self, name: &str) -> Arc<str> {
-        match self.env.get(name) {
+        match self.get(name) {
             Some(v) => Arc::from(v),
             None => {
                 self.missing.insert(name.to_owned());
@@ -109,7 +127,7 @@ impl Reader<'_> {
 
     /// An optional variable.
     pub fn optional(&self, name: &str) -> Option<String> {
-        self.env.get(name)
+        self.get(name)
     }
 
     /// Checks a start-up value that must be an absolute `http://` or `https://` URL
@@ -159,7 +177,7 @@ impl Reader<'_> {
     }
 
     fn lookup(&mut self, name: &str) -> String {
-        match self.env.get(name) {
+        match self.get(name) {
             Some(v) => v,
             None => {
                 self.missing.insert(name.to_owned());
@@ -254,7 +272,8 @@ fn check_url(value: &str) -> Result<(), &'static str> {
     let uri: http::Uri = value.parse().map_err(|_| "it is not a valid URL")?;
     match uri.scheme_str() {
         Some("http" | "https" | "ws" | "wss") if uri.authority().is_some() => Ok(()),
-        _ => Err("it is not an absolute http(s):// or ws(s):// URL"),
+        Some(s) if s.eq_ignore_ascii_case(crate::federation::SCHEME) && uri.host().is_some_and(|h| !h.is_empty()) => Ok(()),
+        _ => Err("it is not an absolute http(s)://, ws(s):// or local:// URL"),
     }
 }
 
@@ -373,6 +392,24 @@ mod tests {
 }
 
 #[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    #[test]
+    fn a_scoped_name_wins_over_the_plain_one() {
+        let env = Environment::from_pairs([("SPECGATE_T_URL", "plain"), ("ORDERS__SPECGATE_T_URL", "scoped"), ("SPECGATE_T_OTHER", "o")]);
+        let mut r = env.scoped_reader("ORDERS");
+        assert_eq!(&*r.required("SPECGATE_T_URL"), "scoped");
+        assert_eq!(&*r.required("SPECGATE_T_OTHER"), "o");
+        assert_eq!(r.resolve_options(r#""$env(SPECGATE_T_URL)""#), "scoped");
+        let mut plain = env.reader();
+        assert_eq!(&*plain.required("SPECGATE_T_URL"), "plain");
+        r.required("SPECGATE_T_MISSING");
+        assert_eq!(r.finish().err().map(|e| e.missing).unwrap_or_default(), ["SPECGATE_T_MISSING"]);
+    }
+}
+
+#[cfg(test)]
 mod url_tests {
     use super::*;
 
@@ -383,6 +420,8 @@ mod url_tests {
         r.check_upstream_url("baseUrl of a", "http://127.0.0.1:8080/base");
         r.check_upstream_url("baseUrl of b", "localhost:8080");
         r.check_upstream_url("baseUrl of c", "http://x\r\nHost: y");
+        r.check_upstream_url("baseUrl of d", "local://orders");
+        r.check_upstream_url("baseUrl of e", "local://orders/v2");
         let err = r.finish().err().map(|e| e.invalid).unwrap_or_default();
         assert_eq!(err.len(), 2);
         assert!(err[0].starts_with("baseUrl of b"));

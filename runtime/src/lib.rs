@@ -10,6 +10,7 @@ pub mod cache;
 pub mod context;
 pub mod cors;
 pub mod env;
+pub mod federation;
 pub mod gateway;
 pub mod handlers;
 pub mod health;

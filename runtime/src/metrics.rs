@@ -11,7 +11,10 @@
 //!
 //! Counters are relaxed atomics in arrays sized at start-up (one slot per route, plus one for
 //! requests that matched no route), so recording takes no lock and allocates nothing.
-//! Policy rejections are keyed by policy name under a read-mostly lock.
+//! Policy rejections and local calls are keyed by name under a read-mostly lock.
+//!
+//! A process serving several gateways (a federated build) keeps one [`Metrics`] per gateway,
+//! each series labelled with its `gateway`; the exposition renders all of them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -94,7 +97,39 @@ impl Rejection {
     }
 }
 
-/// The process's metrics.
+/// How a `local://` call was carried out (the `outcome` label of `specgate_local_calls_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LocalOutcome {
+    /// Handed to a gateway of this process, without a socket.
+    InProcess,
+    /// Sent over HTTP to the URL of `LOCAL_GATEWAY_<NAME>_URL`.
+    Http,
+    /// No such gateway in this process and no URL for it (502).
+    Unknown,
+    /// The chain of local calls was too deep (508).
+    Loop,
+    /// The gateway of this process did not answer in time (504).
+    TimedOut,
+}
+
+impl LocalOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            LocalOutcome::InProcess => "in_process",
+            LocalOutcome::Http => "http",
+            LocalOutcome::Unknown => "unknown",
+            LocalOutcome::Loop => "loop",
+            LocalOutcome::TimedOut => "timed_out",
+        }
+    }
+}
+
+/// The most `local://` call series (target and outcome) per gateway; calls to further targets
+/// are counted as `other` (a target may come from a request value, which must not grow the
+/// label set without bound).
+const MAX_LOCAL_TARGETS: usize = 64;
+
+/// The metrics of one gateway.
 #[derive(Debug)]
 pub struct Metrics {
     gateway: &'static str,
@@ -105,41 +140,67 @@ pub struct Metrics {
     rejections: RwLock<BTreeMap<(String, Rejection), AtomicU64>>,
     /// The upstream sets of routes with several upstreams (set once at start-up).
     pools: OnceLock<Vec<Arc<UpstreamPool>>>,
+    /// `local://` calls made by this gateway, by target and outcome.
+    local_calls: RwLock<BTreeMap<(String, LocalOutcome), AtomicU64>>,
+    /// TCP connections accepted on this gateway's listener (a gateway reached only through
+    /// `local://` has none).
+    connections: AtomicU64,
 }
 
-static METRICS: OnceLock<Metrics> = OnceLock::new();
+/// Every gateway of the process with metrics on, in start-up order.
+static METRICS: OnceLock<std::sync::Mutex<Vec<&'static Metrics>>> = OnceLock::new();
 
-/// Turns metrics on for a gateway with these routes (once per process; later calls keep the
-/// first set).
+fn registry() -> std::sync::MutexGuard<'static, Vec<&'static Metrics>> {
+    METRICS.get_or_init(Default::default).lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Turns metrics on for a gateway with these routes (once per gateway name; a later call for
+/// the same name returns the first set).
 pub fn enable(gateway: &'static str, routes: &'static [RouteInfo]) -> &'static Metrics {
-    METRICS.get_or_init(|| Metrics::new(gateway, routes))
+    let mut all = registry();
+    if let Some(m) = all.iter().find(|m| m.gateway == gateway) {
+        return m;
+    }
+    let m: &'static Metrics = Box::leak(Box::new(Metrics::new(gateway, routes)));
+    all.push(m);
+    m
 }
 
-/// The metrics, when enabled.
+/// The metrics of the process's first gateway, when enabled.
 pub fn get() -> Option<&'static Metrics> {
-    METRICS.get()
+    METRICS.get().and_then(|_| registry().first().copied())
 }
 
-/// Counts a policy rejection (no-op when metrics are off). Called by the built-in policies
-/// when they answer 401/403/429; custom policies may call it too.
+/// The metrics of the gateway named `gateway`, when enabled.
+pub fn of(gateway: &str) -> Option<&'static Metrics> {
+    METRICS.get().and_then(|_| registry().iter().find(|m| m.gateway == gateway).copied())
+}
+
+/// The exposition of every gateway of the process.
+pub fn render_all() -> String {
+    let all: Vec<&'static Metrics> = registry().clone();
+    render(&all)
+}
+
+/// Counts a policy rejection under the process's first gateway (no-op when metrics are off).
+/// Custom policies may call it; the built-in ones count under their own gateway through
+/// [`crate::policy::settle_policy`].
 pub fn rejection(policy: &str, why: Rejection) {
     if let Some(m) = get() {
         m.count_rejection(policy, why);
     }
 }
 
-/// Records an upstream exchange of `route` (no-op when metrics are off).
-pub(crate) fn upstream(route: usize, outcome: UpstreamOutcome, took: Duration) {
-    if let Some(m) = get() {
-        let r = m.slot(Some(route));
-        match outcome {
-            UpstreamOutcome::Answered => r.upstream.observe(took),
-            UpstreamOutcome::ConnectError => {
-                r.connect_errors.fetch_add(1, Ordering::Relaxed);
-            }
-            UpstreamOutcome::TimedOut => {
-                r.timeouts.fetch_add(1, Ordering::Relaxed);
-            }
+/// Records an upstream exchange of `route` of gateway `m`.
+pub(crate) fn upstream(m: &Metrics, route: usize, outcome: UpstreamOutcome, took: Duration) {
+    let r = m.slot(Some(route));
+    match outcome {
+        UpstreamOutcome::Answered => r.upstream.observe(took),
+        UpstreamOutcome::ConnectError => {
+            r.connect_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        UpstreamOutcome::TimedOut => {
+            r.timeouts.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -181,7 +242,40 @@ impl Metrics {
             in_flight: AtomicI64::new(0),
             rejections: RwLock::new(BTreeMap::new()),
             pools: OnceLock::new(),
+            local_calls: RwLock::new(BTreeMap::new()),
+            connections: AtomicU64::new(0),
         }
+    }
+
+    /// The gateway these metrics belong to.
+    pub fn gateway(&self) -> &'static str {
+        self.gateway
+    }
+
+    /// Counts a TCP connection accepted on the gateway's listener.
+    pub(crate) fn count_connection(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a `local://` call to `target`.
+    pub(crate) fn count_local_call(&self, target: &str, outcome: LocalOutcome) {
+        {
+            let map = self.local_calls.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(c) = map.get(&(target.to_owned(), outcome)) {
+                c.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut map = self.local_calls.write().unwrap_or_else(PoisonError::into_inner);
+        let known = map.keys().any(|(t, _)| t == target);
+        let target = if known || map.len() < MAX_LOCAL_TARGETS { target } else { "other" };
+        map.entry((target.to_owned(), outcome)).or_default().fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `local://` calls to `target` with `outcome` so far; for tests and tools.
+    pub fn local_calls(&self, target: &str, outcome: LocalOutcome) -> u64 {
+        let map = self.local_calls.read().unwrap_or_else(PoisonError::into_inner);
+        map.get(&(target.to_owned(), outcome)).map_or(0, |c| c.load(Ordering::Relaxed))
     }
 
     /// Registers the upstream sets whose upstreams get their own series (once; later calls
@@ -209,7 +303,7 @@ impl Metrics {
         r.latency.observe(took);
     }
 
-    fn count_rejection(&self, policy: &str, why: Rejection) {
+    pub(crate) fn count_rejection(&self, policy: &str, why: Rejection) {
         {
             let map = self.rejections.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(c) = map.get(&(policy.to_owned(), why)) {
@@ -228,113 +322,166 @@ impl Metrics {
         self.slot(route).status[i].load(Ordering::Relaxed)
     }
 
-    /// The Prometheus text exposition (format 0.0.4).
+    /// The Prometheus text exposition (format 0.0.4) of this gateway alone.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096 + self.routes.len() * 2048);
-        let gw = escape(self.gateway);
-        let label = |route: Option<usize>| -> String {
-            match route.and_then(|i| self.routes.get(i)) {
-                Some(r) => format!("gateway=\"{gw}\",route=\"{}\",method=\"{}\",path=\"{}\"", escape(r.label), r.method, escape(r.path)),
-                None => format!("gateway=\"{gw}\",route=\"\",method=\"\",path=\"\""),
-            }
-        };
-        let all: Vec<Option<usize>> = (0..self.routes.len()).map(Some).chain(std::iter::once(None)).collect();
+        render(&[self])
+    }
 
-        out.push_str("# HELP specgate_requests_total Requests answered, by route and status class.\n");
-        out.push_str("# TYPE specgate_requests_total counter\n");
-        for &r in &all {
-            let l = label(r);
-            for (i, c) in self.slot(r).status.iter().enumerate() {
+    fn label(&self, route: Option<usize>) -> String {
+        let gw = escape(self.gateway);
+        match route.and_then(|i| self.routes.get(i)) {
+            Some(r) => format!("gateway=\"{gw}\",route=\"{}\",method=\"{}\",path=\"{}\"", escape(r.label), r.method, escape(r.path)),
+            None => format!("gateway=\"{gw}\",route=\"\",method=\"\",path=\"\""),
+        }
+    }
+
+    fn all_slots(&self) -> Vec<Option<usize>> {
+        (0..self.routes.len()).map(Some).chain(std::iter::once(None)).collect()
+    }
+}
+
+/// The exposition of `gateways`: each family once, with the series of every gateway under it.
+fn render(gateways: &[&Metrics]) -> String {
+    let routes: usize = gateways.iter().map(|m| m.routes.len()).sum();
+    let mut out = String::with_capacity(4096 + routes * 2048);
+
+    out.push_str("# HELP specgate_requests_total Requests answered, by route and status class.\n");
+    out.push_str("# TYPE specgate_requests_total counter\n");
+    for m in gateways {
+        for r in m.all_slots() {
+            let l = m.label(r);
+            for (i, c) in m.slot(r).status.iter().enumerate() {
                 let n = c.load(Ordering::Relaxed);
                 if n > 0 || r.is_some() {
                     let _ = writeln!(out, "specgate_requests_total{{{l},status=\"{}xx\"}} {n}", i + 1);
                 }
             }
         }
-        out.push_str("# HELP specgate_request_duration_seconds Time from request received to response headers, by route.\n");
-        out.push_str("# TYPE specgate_request_duration_seconds histogram\n");
-        for &r in &all {
-            let m = self.slot(r);
-            if r.is_some() || m.latency.count() > 0 {
-                m.latency.render(&mut out, "specgate_request_duration_seconds", &label(r));
-            }
-        }
-        out.push_str("# HELP specgate_upstream_duration_seconds Time from sending to the upstream to its response headers, by route.\n");
-        out.push_str("# TYPE specgate_upstream_duration_seconds histogram\n");
-        for &r in all.iter().filter(|r| r.is_some()) {
-            let m = self.slot(r);
-            if m.upstream.count() > 0 {
-                m.upstream.render(&mut out, "specgate_upstream_duration_seconds", &label(r));
-            }
-        }
-        out.push_str("# HELP specgate_upstream_connect_errors_total Upstream exchanges that failed without an answer (502), by route.\n");
-        out.push_str("# TYPE specgate_upstream_connect_errors_total counter\n");
-        for &r in all.iter().filter(|r| r.is_some()) {
-            let _ = writeln!(out, "specgate_upstream_connect_errors_total{{{}}} {}", label(r), self.slot(r).connect_errors.load(Ordering::Relaxed));
-        }
-        out.push_str("# HELP specgate_upstream_timeouts_total Upstream exchanges that timed out (504), by route.\n");
-        out.push_str("# TYPE specgate_upstream_timeouts_total counter\n");
-        for &r in all.iter().filter(|r| r.is_some()) {
-            let _ = writeln!(out, "specgate_upstream_timeouts_total{{{}}} {}", label(r), self.slot(r).timeouts.load(Ordering::Relaxed));
-        }
-        out.push_str("# HELP specgate_upstream_retries_total Upstream exchanges sent again after a failure, by route.\n");
-        out.push_str("# TYPE specgate_upstream_retries_total counter\n");
-        for &r in all.iter().filter(|r| r.is_some()) {
-            let _ = writeln!(out, "specgate_upstream_retries_total{{{}}} {}", label(r), self.slot(r).retries.load(Ordering::Relaxed));
-        }
-        self.render_pools(&mut out, &gw);
-        out.push_str("# HELP specgate_policy_rejections_total Requests a policy turned away, by policy and reason.\n");
-        out.push_str("# TYPE specgate_policy_rejections_total counter\n");
-        {
-            let map = self.rejections.read().unwrap_or_else(PoisonError::into_inner);
-            for ((policy, why), n) in map.iter() {
-                let _ = writeln!(
-                    out,
-                    "specgate_policy_rejections_total{{gateway=\"{gw}\",policy=\"{}\",reason=\"{}\"}} {}",
-                    escape(policy),
-                    why.label(),
-                    n.load(Ordering::Relaxed)
-                );
-            }
-        }
-        out.push_str("# HELP specgate_requests_in_flight Requests being handled now.\n");
-        out.push_str("# TYPE specgate_requests_in_flight gauge\n");
-        let _ = writeln!(out, "specgate_requests_in_flight{{gateway=\"{gw}\"}} {}", self.in_flight.load(Ordering::Relaxed));
-        out
     }
+    out.push_str("# HELP specgate_request_duration_seconds Time from request received to response headers, by route.\n");
+    out.push_str("# TYPE specgate_request_duration_seconds histogram\n");
+    for m in gateways {
+        for r in m.all_slots() {
+            let s = m.slot(r);
+            if r.is_some() || s.latency.count() > 0 {
+                s.latency.render(&mut out, "specgate_request_duration_seconds", &m.label(r));
+            }
+        }
+    }
+    out.push_str("# HELP specgate_upstream_duration_seconds Time from sending to the upstream to its response headers, by route.\n");
+    out.push_str("# TYPE specgate_upstream_duration_seconds histogram\n");
+    for m in gateways {
+        for r in m.all_slots().into_iter().filter(Option::is_some) {
+            let s = m.slot(r);
+            if s.upstream.count() > 0 {
+                s.upstream.render(&mut out, "specgate_upstream_duration_seconds", &m.label(r));
+            }
+        }
+    }
+    out.push_str("# HELP specgate_upstream_connect_errors_total Upstream exchanges that failed without an answer (502), by route.\n");
+    out.push_str("# TYPE specgate_upstream_connect_errors_total counter\n");
+    for m in gateways {
+        for r in m.all_slots().into_iter().filter(Option::is_some) {
+            let _ = writeln!(out, "specgate_upstream_connect_errors_total{{{}}} {}", m.label(r), m.slot(r).connect_errors.load(Ordering::Relaxed));
+        }
+    }
+    out.push_str("# HELP specgate_upstream_timeouts_total Upstream exchanges that timed out (504), by route.\n");
+    out.push_str("# TYPE specgate_upstream_timeouts_total counter\n");
+    for m in gateways {
+        for r in m.all_slots().into_iter().filter(Option::is_some) {
+            let _ = writeln!(out, "specgate_upstream_timeouts_total{{{}}} {}", m.label(r), m.slot(r).timeouts.load(Ordering::Relaxed));
+        }
+    }
+    out.push_str("# HELP specgate_upstream_retries_total Upstream exchanges sent again after a failure, by route.\n");
+    out.push_str("# TYPE specgate_upstream_retries_total counter\n");
+    for m in gateways {
+        for r in m.all_slots().into_iter().filter(Option::is_some) {
+            let _ = writeln!(out, "specgate_upstream_retries_total{{{}}} {}", m.label(r), m.slot(r).retries.load(Ordering::Relaxed));
+        }
+    }
+    render_pools(gateways, &mut out);
+    out.push_str("# HELP specgate_policy_rejections_total Requests a policy turned away, by policy and reason.\n");
+    out.push_str("# TYPE specgate_policy_rejections_total counter\n");
+    for m in gateways {
+        let gw = escape(m.gateway);
+        let map = m.rejections.read().unwrap_or_else(PoisonError::into_inner);
+        for ((policy, why), n) in map.iter() {
+            let _ = writeln!(
+                out,
+                "specgate_policy_rejections_total{{gateway=\"{gw}\",policy=\"{}\",reason=\"{}\"}} {}",
+                escape(policy),
+                why.label(),
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+    out.push_str("# HELP specgate_local_calls_total Calls to local:// gateways, by calling gateway, target and outcome (in_process: no socket involved).\n");
+    out.push_str("# TYPE specgate_local_calls_total counter\n");
+    for m in gateways {
+        let gw = escape(m.gateway);
+        let map = m.local_calls.read().unwrap_or_else(PoisonError::into_inner);
+        for ((target, outcome), n) in map.iter() {
+            let _ = writeln!(
+                out,
+                "specgate_local_calls_total{{gateway=\"{gw}\",target=\"{}\",outcome=\"{}\"}} {}",
+                escape(target),
+                outcome.label(),
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+    out.push_str("# HELP specgate_connections_accepted_total TCP connections accepted on the gateway's listener.\n");
+    out.push_str("# TYPE specgate_connections_accepted_total counter\n");
+    for m in gateways {
+        let _ = writeln!(out, "specgate_connections_accepted_total{{gateway=\"{}\"}} {}", escape(m.gateway), m.connections.load(Ordering::Relaxed));
+    }
+    out.push_str("# HELP specgate_requests_in_flight Requests being handled now.\n");
+    out.push_str("# TYPE specgate_requests_in_flight gauge\n");
+    for m in gateways {
+        let _ = writeln!(out, "specgate_requests_in_flight{{gateway=\"{}\"}} {}", escape(m.gateway), m.in_flight.load(Ordering::Relaxed));
+    }
+    out
 }
 
-impl Metrics {
-    /// Per-upstream series of the upstream sets: `pool` is the label of the first route that
-    /// lists the set, `upstream` the base URL (without credentials).
-    fn render_pools(&self, out: &mut String, gw: &str) {
-        let Some(pools) = self.pools.get().filter(|p| !p.is_empty()) else { return };
-        let counters: [Series<&crate::upstreams::Target, u64>; 4] = [
-            ("specgate_upstream_target_requests_total", "Attempts sent to the upstream, retries included.", |t| t.stats.requests.load(Ordering::Relaxed)),
-            ("specgate_upstream_target_failures_total", "Attempts that failed: no connection, no answer in time, reset, or a 502/503/504 answer.", |t| t.stats.failures.load(Ordering::Relaxed)),
-            ("specgate_upstream_target_ejections_total", "Times the upstream was ejected after consecutive failures.", |t| t.stats.ejections.load(Ordering::Relaxed)),
-            ("specgate_upstream_target_retries_total", "Retries sent to the upstream.", |t| t.stats.retries.load(Ordering::Relaxed)),
-        ];
-        let labels = |pool: &UpstreamPool, url: &str| format!("gateway=\"{gw}\",pool=\"{}\",upstream=\"{}\"", escape(pool.label()), escape(&without_credentials(url)));
-        for (name, help, value) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} counter");
-            for pool in pools {
+/// Per-upstream series of the upstream sets of `gateways`, each family once: `pool` is the
+/// label of the first route that lists the set, `upstream` the base URL (without credentials).
+fn render_pools(gateways: &[&Metrics], out: &mut String) {
+    let sets: Vec<(String, &[Arc<UpstreamPool>])> = gateways
+        .iter()
+        .filter_map(|m| m.pools.get().filter(|p| !p.is_empty()).map(|p| (escape(m.gateway), p.as_slice())))
+        .collect();
+    if sets.is_empty() {
+        return;
+    }
+    let counters: [Series<&crate::upstreams::Target, u64>; 4] = [
+        ("specgate_upstream_target_requests_total", "Attempts sent to the upstream, retries included.", |t| t.stats.requests.load(Ordering::Relaxed)),
+        ("specgate_upstream_target_failures_total", "Attempts that failed: no connection, no answer in time, reset, or a 502/503/504 answer.", |t| t.stats.failures.load(Ordering::Relaxed)),
+        ("specgate_upstream_target_ejections_total", "Times the upstream was ejected after consecutive failures.", |t| t.stats.ejections.load(Ordering::Relaxed)),
+        ("specgate_upstream_target_retries_total", "Retries sent to the upstream.", |t| t.stats.retries.load(Ordering::Relaxed)),
+    ];
+    let labels = |gw: &str, pool: &UpstreamPool, url: &str| format!("gateway=\"{gw}\",pool=\"{}\",upstream=\"{}\"", escape(pool.label()), escape(&without_credentials(url)));
+    for (name, help, value) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} counter");
+        for (gw, pools) in &sets {
+            for pool in pools.iter() {
                 for t in pool.targets() {
-                    let _ = writeln!(out, "{name}{{{}}} {}", labels(pool, t.url()), value(t));
+                    let _ = writeln!(out, "{name}{{{}}} {}", labels(gw, pool, t.url()), value(t));
                 }
             }
         }
-        let gauges: [Series<(&UpstreamPool, usize), bool>; 2] = [
-            ("specgate_upstream_target_ejected", "1 while the upstream is ejected (passive health).", |(p, i)| p.is_ejected(i)),
-            ("specgate_upstream_target_healthy", "0 while active health checks find the upstream unhealthy.", |(p, i)| p.is_healthy(i)),
-        ];
-        for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            for pool in pools {
+    }
+    let gauges: [Series<(&UpstreamPool, usize), bool>; 2] = [
+        ("specgate_upstream_target_ejected", "1 while the upstream is ejected (passive health).", |(p, i)| p.is_ejected(i)),
+        ("specgate_upstream_target_healthy", "0 while active health checks find the upstream unhealthy.", |(p, i)| p.is_healthy(i)),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for (gw, pools) in &sets {
+            for pool in pools.iter() {
                 for (i, t) in pool.targets().iter().enumerate() {
-                    let _ = writeln!(out, "{name}{{{}}} {}", labels(pool, t.url()), u8::from(value((pool, i))));
+                    let _ = writeln!(out, "{name}{{{}}} {}", labels(gw, pool, t.url()), u8::from(value((pool, i))));
                 }
             }
         }
@@ -379,6 +526,35 @@ mod tests {
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix)).and_then(|l| l.rsplit(' ').next())
+    }
+
+    #[test]
+    fn several_gateways_render_each_family_once() {
+        static OTHER: [RouteInfo; 1] = [RouteInfo { index: 0, method: "GET", path: "/o", label: "getO" }];
+        let a: &'static Metrics = Box::leak(Box::new(Metrics::new("edge", &ROUTES)));
+        let b: &'static Metrics = Box::leak(Box::new(Metrics::new("orders", &OTHER)));
+        a.count_connection();
+        a.count_local_call("orders", LocalOutcome::InProcess);
+        a.count_local_call("orders", LocalOutcome::InProcess);
+        a.count_local_call("billing", LocalOutcome::Unknown);
+        b.finish(Some(0), 200, Duration::from_micros(50));
+        let text = render(&[a, b]);
+        for family in ["specgate_requests_total", "specgate_local_calls_total", "specgate_connections_accepted_total", "specgate_requests_in_flight"] {
+            assert_eq!(text.matches(&format!("# TYPE {family} ")).count(), 1, "{family}: {text}");
+        }
+        assert_eq!(line(&text, "specgate_local_calls_total{gateway=\"edge\",target=\"orders\",outcome=\"in_process\"}"), Some("2"));
+        assert_eq!(line(&text, "specgate_local_calls_total{gateway=\"edge\",target=\"billing\",outcome=\"unknown\"}"), Some("1"));
+        assert_eq!(line(&text, "specgate_connections_accepted_total{gateway=\"edge\"}"), Some("1"));
+        assert_eq!(line(&text, "specgate_connections_accepted_total{gateway=\"orders\"}"), Some("0"));
+        assert_eq!(line(&text, "specgate_requests_total{gateway=\"orders\",route=\"getO\",method=\"GET\",path=\"/o\",status=\"2xx\"}"), Some("1"));
+        assert_eq!(a.local_calls("orders", LocalOutcome::InProcess), 2);
+
+        // Targets from request values cannot grow the label set without bound.
+        for i in 0..(MAX_LOCAL_TARGETS + 10) {
+            a.count_local_call(&format!("t{i}"), LocalOutcome::Unknown);
+        }
+        assert!(a.local_calls("other", LocalOutcome::Unknown) >= 10);
+        assert!(a.local_calls.read().map(|m| m.len()).unwrap_or(0) <= MAX_LOCAL_TARGETS + 1);
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub fn panicked(what: &str, message: &str, cx: &Context) -> Response {
 pub fn settle_policy(flow: Flow, cx: &Context, name: &str) -> Result<Request, Response> {
     let result = settle(flow, cx);
     if let Err(resp) = &result
-        && crate::metrics::get().is_some()
+        && let Some(metrics) = cx.runtime().metrics()
     {
         use crate::metrics::Rejection;
         let why = match resp.status().as_u16() {
@@ -146,7 +146,7 @@ pub fn settle_policy(flow: Flow, cx: &Context, name: &str) -> Result<Request, Re
             _ => None,
         };
         if let Some(why) = why {
-            crate::metrics::rejection(name, why);
+            metrics.count_rejection(name, why);
         }
     }
     result

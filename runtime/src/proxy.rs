@@ -160,8 +160,17 @@ impl Upstream {
         })
     }
 
-    /// One exchange: sends the request and waits for the response head until `wait` ends.
-    pub(crate) async fn exchange(&self, method: Method, uri: Uri, mut headers: HeaderMap, body: Body, cx: &Context, wait: Wait) -> Result<Response, Failure> {
+    /// One exchange: sends the request and waits for the response head until `wait` ends;
+    /// a `local://` URL goes to a gateway of this process (see [`crate::federation`]).
+    pub(crate) async fn exchange(&self, method: Method, uri: Uri, headers: HeaderMap, body: Body, cx: &Context, wait: Wait) -> Result<Response, Failure> {
+        if uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case(crate::federation::SCHEME)) {
+            return crate::federation::exchange(self, method, uri, headers, body, cx, wait).await;
+        }
+        self.exchange_http(method, uri, headers, body, cx, wait).await
+    }
+
+    /// One HTTP exchange with the upstream at `uri` (headers already prepared).
+    pub(crate) async fn exchange_http(&self, method: Method, uri: Uri, mut headers: HeaderMap, body: Body, cx: &Context, wait: Wait) -> Result<Response, Failure> {
         let span = cx.runtime.tracing.client_span(&cx.trace, &method, &uri);
         cx.trace.inject(&mut headers, span.span_id());
         let mut out = http::Request::new(body);
@@ -169,10 +178,11 @@ impl Upstream {
         *out.uri_mut() = uri;
         *out.headers_mut() = headers;
         let fut = self.client.request(out);
-        let sent = crate::metrics::get().map(|_| std::time::Instant::now());
+        let metrics = cx.runtime().metrics();
+        let sent = metrics.map(|_| std::time::Instant::now());
         let record = |outcome| {
-            if let Some(t) = sent {
-                crate::metrics::upstream(cx.route.index, outcome, t.elapsed());
+            if let (Some(m), Some(t)) = (metrics, sent) {
+                crate::metrics::upstream(m, cx.route.index, outcome, t.elapsed());
             }
         };
         let resp = match tokio::time::timeout_at(wait.deadline, fut).await {
@@ -289,6 +299,9 @@ impl Upstream {
             return Err(Problem::new(StatusCode::UPGRADE_REQUIRED)
                 .with_detail("this route expects a WebSocket handshake (GET with Connection: upgrade, Upgrade: websocket)")
                 .with_header(header::UPGRADE, HeaderValue::from_static("websocket")));
+        }
+        if crate::federation::is_local(url) {
+            return Err(Problem::bad_gateway("a WebSocket handshake cannot be passed to a local:// gateway"));
         }
         let http_url = if let Some(rest) = url.strip_prefix("ws://") {
             format!("http://{rest}")
@@ -413,7 +426,8 @@ pub(crate) fn parse_upstream_uri(url: &str) -> Result<Uri, Problem> {
         .map_err(|_| Problem::internal("the upstream URL built for this route is not a valid URL"))?;
     match uri.scheme_str() {
         Some("http" | "https") if uri.authority().is_some() => Ok(uri),
-        _ => Err(Problem::internal("the upstream URL built for this route is not an absolute http(s) URL")),
+        Some(s) if s.eq_ignore_ascii_case(crate::federation::SCHEME) && uri.host().is_some_and(|h| !h.is_empty()) => Ok(uri),
+        _ => Err(Problem::internal("the upstream URL built for this route is not an absolute http(s) or local:// URL")),
     }
 }
 
@@ -534,6 +548,8 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static(crate::request_id::HEAD
 pub(crate) fn prepare_request_headers(headers: &mut HeaderMap, cx: &Context, trusted_hops: usize) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
+    // Set again only on a local:// call that goes over HTTP.
+    headers.remove(crate::federation::HOPS_HEADER);
     let peer = cx.peer.ip().to_string();
     // Forwarded headers from the client are kept only when a trusted proxy put them there.
     let prior_for = if trusted_hops > 0 { joined(headers, &X_FORWARDED_FOR) } else { None };

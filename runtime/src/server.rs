@@ -235,6 +235,10 @@ pub struct Runtime {
     pub(crate) tracing: crate::trace::Tracing,
     /// The listener terminates TLS.
     pub(crate) https: bool,
+    /// The gateway's name.
+    gateway: &'static str,
+    /// The gateway's metrics, when they are on.
+    metrics: Option<&'static crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -247,6 +251,16 @@ impl Runtime {
     /// The pooled upstream client.
     pub fn upstream(&self) -> &Upstream {
         &self.upstream
+    }
+
+    /// The name of the gateway this runtime serves.
+    pub fn gateway(&self) -> &'static str {
+        self.gateway
+    }
+
+    /// The gateway's metrics, when they are on.
+    pub fn metrics(&self) -> Option<&'static crate::metrics::Metrics> {
+        self.metrics
     }
 
     pub(crate) fn format_problem(&self, problem: Problem, instance: &str, request_id: &str) -> Response {
@@ -272,6 +286,8 @@ impl Runtime {
             background: Background::default(),
             tracing: crate::trace::Tracing::propagation_only(),
             https: false,
+            gateway: "test",
+            metrics: None,
         }))
     }
 }
@@ -284,6 +300,13 @@ struct Background {
 }
 
 impl Background {
+    /// The process's one set (every gateway of a federated build shares it, so shutdown waits
+    /// for all of their work).
+    fn process() -> Self {
+        static SHARED: std::sync::OnceLock<Background> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Background::default).clone()
+    }
+
     fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
         self.running.fetch_add(1, Ordering::SeqCst);
         let this = self.clone();
@@ -330,6 +353,52 @@ struct Tls {
 /// gateway running on `HOST`/`PORT` for `/__zuplo/ping` instead (for container health checks)
 /// and exits 0 when it answers 200.
 pub fn run<G: Gateway>() -> ExitCode {
+    run_federated::<G>(&[])
+}
+
+/// Another gateway of a federated build (see [`run_federated`]).
+pub struct Member {
+    name: &'static str,
+    start: fn(&Environment, &ServerConfig) -> Result<&'static dyn crate::federation::Local, String>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// The gateway `G` as a member of a federated build.
+pub fn member<G: Gateway>() -> Member {
+    Member { name: G::NAME, start: start_member::<G> }
+}
+
+/// Configures and builds a member (inside the main runtime: policies may start tasks).
+fn start_member<G: Gateway>(env: &Environment, config: &ServerConfig) -> Result<&'static dyn crate::federation::Local, String> {
+    let gateway = configure::<G>(env, true)?;
+    let app: &'static App<G> = build::<G>(gateway, config)?;
+    Ok(app)
+}
+
+/// Reads `G`'s configuration; in a federated build, `NAME__VAR` wins over `VAR` (NAME as
+/// [`crate::federation::env_name`] writes the gateway's name).
+fn configure<G: Gateway>(env: &Environment, federated: bool) -> Result<G, String> {
+    let scope = crate::federation::env_name(G::NAME);
+    let mut reader = if federated { env.scoped_reader(&scope) } else { env.reader() };
+    let gateway = G::configure(&mut reader);
+    let result = match (reader.finish(), gateway) {
+        (Ok(()), Some(g)) => Ok(g),
+        (Err(e), _) => Err(e.to_string()),
+        (Ok(()), None) => Err("the gateway configuration could not be built".to_owned()),
+    };
+    if federated { result.map_err(|e| format!("gateway `{}`: {e}", G::NAME)) } else { result }
+}
+
+/// [`run`] for a federated build: `G` listens on `HOST`/`PORT`; it and every member are
+/// reachable from each other's routes as `local://NAME`, in process. Each gateway reads its
+/// own variables (`NAME__VAR` before `VAR`) and keeps its own routes, policies, CORS, hooks and
+/// metrics (labelled `gateway="NAME"`); the server settings are the process's.
+pub fn run_federated<G: Gateway>(members: &[Member]) -> ExitCode {
     let env = Environment::load();
     if std::env::args().nth(1).as_deref() == Some("health-check") {
         return health_check(&env);
@@ -362,24 +431,46 @@ pub fn run<G: Gateway>() -> ExitCode {
     };
     // Configuration is read inside the main runtime: policies may start background tasks,
     // which keep running on it (it also serves as worker 0).
-    let gateway = rt.block_on(async {
-        let mut reader = env.reader();
-        let gateway = G::configure(&mut reader);
-        match (reader.finish(), gateway) {
-            (Ok(()), Some(g)) => Ok(g),
-            (Err(e), _) => Err(e.to_string()),
-            (Ok(()), None) => Err("the gateway configuration could not be built".to_owned()),
+    let federated = !members.is_empty();
+    let built = rt.block_on(async {
+        let mut errors = Vec::new();
+        let entry = configure::<G>(&env, federated).and_then(|g| build::<G>(g, &config));
+        let mut local: Vec<(&'static str, &'static dyn crate::federation::Local)> = Vec::new();
+        for m in members {
+            match (m.start)(&env, &config) {
+                Ok(l) => local.push((m.name, l)),
+                Err(e) => errors.push(e),
+            }
+        }
+        match entry {
+            Ok(app) if errors.is_empty() => {
+                local.insert(0, (G::NAME, app));
+                Ok((app, local))
+            }
+            Ok(_) => Err(errors),
+            Err(e) => {
+                errors.insert(0, e);
+                Err(errors)
+            }
         }
     });
-    let gateway = match gateway {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("error: {e}");
+    let app = match built {
+        Ok((app, local)) => {
+            if federated {
+                let names: Vec<&str> = local.iter().map(|(n, _)| *n).collect();
+                tracing::info!(entry = G::NAME, "gateways of this process, reachable as local://NAME: {}", names.join(", "));
+            }
+            crate::federation::install(local);
+            app
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("error: {e}");
+            }
             return ExitCode::FAILURE;
         }
     };
     let result = rt.block_on(async {
-        let app = build::<G>(gateway, &config)?;
         let addr = SocketAddr::new(config.host, config.port);
         let listener = bind(addr, workers > 1).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -389,8 +480,8 @@ pub fn run<G: Gateway>() -> ExitCode {
             reload_on_sighup(tls.certs.clone());
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        if let (Some(addr), Some(metrics)) = (config.metrics_addr, app.metrics) {
-            serve_metrics(addr, metrics, stop_rx.clone()).await?;
+        if let (Some(addr), Some(_)) = (config.metrics_addr, app.metrics) {
+            serve_metrics(addr, stop_rx.clone()).await?;
         }
         let mut threads = Vec::new();
         for i in 1..workers {
@@ -621,6 +712,9 @@ async fn serve_listener<G: Gateway>(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        if let Some(m) = app.metrics {
+            m.count_connection();
+        }
         let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let mut req = req.map(Body::new);
             req.extensions_mut().insert(ConnectInfo(peer));
@@ -709,15 +803,17 @@ fn build<G: Gateway>(gateway: G, config: &ServerConfig) -> Result<&'static App<G
             Some(Tls { acceptor, certs })
         }
     };
+    let metrics = (config.metrics_addr.is_some() || config.metrics_path.is_some()).then(|| crate::metrics::enable(G::NAME, G::ROUTE_INFO));
     let runtime = Runtime {
         upstream: Upstream::new(config.upstream.clone()),
         access_log: config.access_log,
         formatter: hooks,
-        background: Background::default(),
+        background: Background::process(),
         tracing: crate::trace::Tracing::start(&config.tracing, G::NAME)?,
         https: tls.is_some(),
+        gateway: G::NAME,
+        metrics,
     };
-    let metrics = (config.metrics_addr.is_some() || config.metrics_path.is_some()).then(|| crate::metrics::enable(G::NAME, G::ROUTE_INFO));
     let metrics_path = config.metrics_path.clone();
     let connections = Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections.min(tokio::sync::Semaphore::MAX_PERMITS)));
     let max_body_bytes = config.limits.max_body_bytes;
@@ -725,7 +821,9 @@ fn build<G: Gateway>(gateway: G, config: &ServerConfig) -> Result<&'static App<G
     start_upstream_sets::<G>(app);
     if config.check_upstreams {
         let mut seen = std::collections::BTreeSet::new();
-        for url in app.gateway.upstream_urls() {
+        // local:// targets are gateways of this process (or reached through a mapping that
+        // may change at run time): only network upstreams are checked.
+        for url in app.gateway.upstream_urls().into_iter().filter(|u| !crate::federation::is_local(u)) {
             if let Some(check) = crate::health::tcp_check(url)
                 && let Ok(uri) = url.parse::<http::Uri>()
                 && let Some(authority) = uri.authority()
@@ -759,11 +857,12 @@ fn start_upstream_sets<G: Gateway>(app: &'static App<G>) {
     }
 }
 
-/// Serves `GET /metrics` on its own listener until `stop` turns true.
-async fn serve_metrics(addr: SocketAddr, metrics: &'static crate::metrics::Metrics, stop: tokio::sync::watch::Receiver<bool>) -> Result<(), String> {
+/// Serves `GET /metrics` (every gateway of the process) on its own listener until `stop`
+/// turns true.
+async fn serve_metrics(addr: SocketAddr, stop: tokio::sync::watch::Receiver<bool>) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on METRICS_ADDR {addr}: {e}"))?;
     tracing::info!("metrics on http://{}/metrics", listener.local_addr().map_err(|e| e.to_string())?);
-    let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { metrics_response(metrics) }));
+    let app = axum::Router::new().route("/metrics", axum::routing::get(move || async move { metrics_response() }));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped(stop)).await {
             tracing::error!(error = %e, "metrics listener failed");
@@ -772,8 +871,8 @@ async fn serve_metrics(addr: SocketAddr, metrics: &'static crate::metrics::Metri
     Ok(())
 }
 
-fn metrics_response(metrics: &crate::metrics::Metrics) -> Response {
-    let mut resp = Response::new(Body::from(metrics.render()));
+fn metrics_response() -> Response {
+    let mut resp = Response::new(Body::from(crate::metrics::render_all()));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
@@ -808,6 +907,7 @@ async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: http::Req
     if app.runtime.access_log {
         tracing::info!(
             target: "specgate::access",
+            gateway = G::NAME,
             request_id = %request_id,
             trace_id = %trace_id,
             method = %method,
@@ -858,12 +958,12 @@ async fn route<G: Gateway>(
             .with_header(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         return app.runtime.format_problem(p, raw_path, request_id);
     }
-    if let (Some(m), Some(p)) = (app.metrics, app.metrics_path.as_deref())
+    if let (Some(_), Some(p)) = (app.metrics, app.metrics_path.as_deref())
         && raw_path == p
         && req.method() == Method::GET
     {
         *label = "metrics";
-        return metrics_response(m);
+        return metrics_response();
     }
     // JWKS of the upstream JWT policy: only served when a policy published a key, so gateways
     // without that policy route this path like any other.
@@ -929,7 +1029,13 @@ async fn route<G: Gateway>(
         let p = Problem::bad_request("the Host header is not a valid host name");
         return app.runtime.format_problem(p, &pathname, request_id);
     }
-    let client_ip = crate::proxy::client_ip(peer.ip(), req.headers(), app.runtime.upstream.config().trusted_proxy_hops);
+    // A request handed over by a gateway of this process comes with the client address that
+    // gateway determined; the hop itself has no address of its own.
+    let (local_hops, local_client) = crate::federation::arrived_hops(&req);
+    let client_ip = match local_client {
+        Some(ip) => ip,
+        None => crate::proxy::client_ip(peer.ip(), req.headers(), app.runtime.upstream.config().trusted_proxy_hops),
+    };
     let mut cx = Context {
         request_id: request_id.to_owned(),
         route: info,
@@ -942,6 +1048,7 @@ async fn route<G: Gateway>(
         runtime: &app.runtime,
         after: Vec::new(),
         trace,
+        local_hops,
     };
     let cors = app.gateway.cors(route);
     // Cloning a header value only bumps a reference count.
@@ -963,6 +1070,12 @@ async fn route<G: Gateway>(
     let resp = app.hooks.on_response(resp, &head, &mut cx).await;
     app.hooks.on_response_final(resp.status(), resp.headers(), &head, &cx).await;
     resp
+}
+
+impl<G: Gateway> crate::federation::Local for App<G> {
+    fn call(&'static self, req: http::Request<Body>) -> crate::federation::Call {
+        Box::pin(dispatch::<G>(State(self), req))
+    }
 }
 
 /// The route's CORS headers on its response, whoever produced it; without a policy, the

@@ -46,7 +46,7 @@ fn unusable_values_stop_start_up() {
         .expect("run gateway");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("baseUrl of catalog is `ftp://files.example.com`: it is not an absolute http(s):// or ws(s):// URL"), "{err}");
+    assert!(err.contains("baseUrl of catalog is `ftp://files.example.com`: it is not an absolute http(s)://, ws(s):// or local:// URL"), "{err}");
 }
 
 #[test]

@@ -145,6 +145,12 @@ impl Loader<'_> {
                 continue;
             }
             let text = url_node.as_str().unwrap_or_default().to_owned();
+            if text.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("local://")) {
+                self.diags.error(at(file, url_node.span), "an upstream set cannot list a local:// gateway")
+                    .help("a gateway of this build needs no balancing or health checks: use it as `baseUrl` of a route without `upstreams`");
+                ok = false;
+                continue;
+            }
             if out.iter().any(|u: &UpstreamDef| u.text == text) {
                 self.diags.warning(at(file, url_node.span), format!("upstream `{text}` is listed twice"))
                     .help("to send it more traffic, raise its `weight` instead");

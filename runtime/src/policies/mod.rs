@@ -90,6 +90,7 @@ pub(crate) fn test_context() -> crate::Context {
         runtime: crate::server::Runtime::for_tests(),
         after: Vec::new(),
         trace: crate::trace::TraceContext::for_tests(),
+        local_hops: 0,
     }
 }
 

@@ -485,3 +485,161 @@ pub const NOT_YET: &[&str] = &[
 pub fn find(export: &str) -> Option<&'static Builtin> {
     BUILTINS.iter().find(|b| b.export == export)
 }
+
+/// One option of a built-in handler.
+#[derive(Debug, Clone, Copy)]
+pub struct HandlerOpt {
+    /// The option name.
+    pub name: &'static str,
+    /// What values it takes (for documentation).
+    pub ty: &'static str,
+    /// Its default, or `required`.
+    pub default: &'static str,
+    /// What it does.
+    pub doc: &'static str,
+}
+
+/// A built-in handler of `$import(@zuplo/runtime)`.
+#[derive(Debug, Clone, Copy)]
+pub struct HandlerSpec {
+    /// The export name.
+    pub export: &'static str,
+    /// What it does.
+    pub summary: &'static str,
+    /// Its own options.
+    pub options: &'static [HandlerOpt],
+    /// Whether it also takes [`UPSTREAM_OPTIONS`].
+    pub upstream_options: bool,
+}
+
+impl HandlerSpec {
+    /// Every option name the handler accepts, its own first.
+    pub fn option_names(&self) -> impl Iterator<Item = &'static str> {
+        let upstream: &'static [HandlerOpt] = if self.upstream_options { UPSTREAM_OPTIONS } else { &[] };
+        self.options.iter().chain(upstream).map(|o| o.name)
+    }
+
+    /// Whether the handler accepts option `name`.
+    pub fn accepts(&self, name: &str) -> bool {
+        self.option_names().any(|n| n == name)
+    }
+}
+
+const fn hopt(name: &'static str, ty: &'static str, default: &'static str, doc: &'static str) -> HandlerOpt {
+    HandlerOpt { name, ty, default, doc }
+}
+
+const TEMPLATE: &str = "a template string";
+const FORWARD_SEARCH: HandlerOpt = hopt("forwardSearch", "true or false", "true", "append the request's query string to the upstream URL");
+const FOLLOW_REDIRECTS: HandlerOpt = hopt(
+    "followRedirects",
+    "true or false",
+    "false",
+    "follow the upstream's redirects (at most 10; 303, and 301/302 after a POST, continue as GET) instead of passing them to the client; a request body (up to 8 MiB, else 413) is kept to be replayed on 307/308",
+);
+
+/// The upstream options of `urlForwardHandler` and `urlRewriteHandler` (specgate extensions).
+pub const UPSTREAM_OPTIONS: &[HandlerOpt] = &[
+    hopt(
+        "upstreams",
+        "an array of base URLs, each a string or `{url, weight}`",
+        "—",
+        "several upstreams (at most 64) instead of `baseUrl` (the two exclude each other); `url` is text and `${env.X}` only, `weight` 1–1000 (default 1). Equal weights: round-robin; otherwise smooth weighted round-robin. With urlRewriteHandler, `rewritePattern` must then be a path appended to the chosen upstream. Routes listing the same set share its ejection and health state",
+    ),
+    hopt("timeoutMs", "an integer, 1–3600000", "`UPSTREAM_TIMEOUT_SECONDS`", "time for the response head, all attempts included; exceeded: 504"),
+    hopt(
+        "connectTimeoutMs",
+        "an integer, 1–3600000, at most `timeoutMs`",
+        "`UPSTREAM_CONNECT_TIMEOUT_SECONDS`",
+        "time for one TCP connection attempt (the route gets its own connection pool); exceeded: 504 once retries are spent",
+    ),
+    hopt(
+        "retries",
+        "`{maxRetries (0–5, default 1), budgetPercent (1–100, default 20), backoffMs (0–10000, default 25)}` or a number (`maxRetries`)",
+        "none; 1 with two or more `upstreams`",
+        "retry when no connection was made (any method) or the connection broke before an answer (idempotent methods with a body of at most 64 KiB); never after a response head or past `timeoutMs`; a per-route budget caps retries at `budgetPercent` of requests",
+    ),
+    hopt(
+        "ejection",
+        "`{consecutiveFailures (1–100, default 5), cooldownMs (default 10000), maxCooldownMs (default 300000)}` or false",
+        "on with two or more `upstreams`",
+        "passive health: that many failures in a row take an upstream out for `cooldownMs`, doubled on each repeat up to `maxCooldownMs`; the last upstream in rotation is never ejected",
+    ),
+    hopt(
+        "healthCheck",
+        "`{path, intervalMs (100–3600000, default 10000), timeoutMs (default 2000), unhealthyThreshold (default 3), healthyThreshold (default 2)}`",
+        "off",
+        "active health for `upstreams`: `GET base + path` every `intervalMs`, 2xx/3xx within `timeoutMs` passes; thresholds of failed/passed probes in a row take an upstream out and bring it back",
+    ),
+];
+
+/// Every built-in handler, by export name.
+pub const HANDLERS: &[HandlerSpec] = &[
+    HandlerSpec {
+        export: "urlForwardHandler",
+        summary: "Forwards the request to `baseUrl` + the request path (+ the query string). `baseUrl` may be `local://NAME` for a gateway built into the same binary.",
+        options: &[
+            hopt("baseUrl", TEMPLATE, "required unless `upstreams`", "the upstream's base URL, e.g. `${env.API_URL}`; request values are encoded for the URL part they land in"),
+            FORWARD_SEARCH,
+            FOLLOW_REDIRECTS,
+        ],
+        upstream_options: true,
+    },
+    HandlerSpec {
+        export: "urlRewriteHandler",
+        summary: "Sends the request to the URL `rewritePattern` builds (e.g. `${env.API_URL}/v2/users/${params.id}`).",
+        options: &[
+            hopt("rewritePattern", TEMPLATE, "required", "the whole upstream URL; with `upstreams`, the path appended to the chosen upstream. `local://NAME/...` reaches a gateway of the same binary"),
+            FORWARD_SEARCH,
+            FOLLOW_REDIRECTS,
+        ],
+        upstream_options: true,
+    },
+    HandlerSpec {
+        export: "redirectHandler",
+        summary: "Answers with a redirect to `location`.",
+        options: &[
+            hopt("location", TEMPLATE, "required", "the redirect target (a URL or a path); cannot be `local://`"),
+            hopt("status", "one of 301, 302, 303, 307, 308", "302", "the redirect status"),
+        ],
+        upstream_options: false,
+    },
+    HandlerSpec {
+        export: "webSocketHandler",
+        summary: "Passes a WebSocket handshake through (X-Forwarded-* added) and, on 101, splices both connections until either closes; a request that is not a handshake gets 426.",
+        options: &[hopt("rewritePattern", TEMPLATE, "required", "the upstream URL: `ws:`, `wss:`, `http:` or `https:`")],
+        upstream_options: false,
+    },
+    HandlerSpec {
+        export: "openApiSpecHandler",
+        summary: "Serves the project's public OpenAPI document: every `config/*.oas.*` merged, `$ref`s bundled, `x-zuplo-*` removed, compiled into the binary.",
+        options: &[hopt("openApiFilePath", "a string", "—", "accepted for compatibility; the bundled document of the whole project is served")],
+        upstream_options: false,
+    },
+];
+
+/// The built-in handler exported as `export`.
+pub fn handler(export: &str) -> Option<&'static HandlerSpec> {
+    HANDLERS.iter().find(|h| h.export == export)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handler_catalog_lists_exactly_the_supported_handlers() {
+        let mut listed: Vec<&str> = HANDLERS.iter().map(|h| h.export).collect();
+        let mut supported = crate::project::SUPPORTED_HANDLERS.to_vec();
+        listed.sort_unstable();
+        supported.sort_unstable();
+        assert_eq!(listed, supported);
+        for h in HANDLERS {
+            let names: Vec<&str> = h.option_names().collect();
+            let mut unique = names.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(unique.len(), names.len(), "{} lists an option twice", h.export);
+        }
+    }
+}

@@ -1,10 +1,10 @@
-//! `docs/reference.md`: every built-in policy and its options, written from the same typed
+//! `docs/reference.md`: every built-in handler and policy with its options, written from the same typed
 //! definitions the generator checks projects against (`catalog`), so the page cannot drift
 //! from what `specgate validate` accepts. A test compares the checked-in page with this text.
 
 use std::fmt::Write as _;
 
-use crate::catalog::{BUILTINS, Builtin, CORS_FIELDS, NOT_YET, OptSpec, Side};
+use crate::catalog::{BUILTINS, Builtin, CORS_FIELDS, HANDLERS, HandlerOpt, HandlerSpec, NOT_YET, OptSpec, Side, UPSTREAM_OPTIONS};
 
 fn anchor(export: &str) -> String {
     export.to_ascii_lowercase()
@@ -29,6 +29,23 @@ fn options_table(out: &mut String, options: &[OptSpec]) {
     out.push('\n');
 }
 
+fn handler_options_table(out: &mut String, options: &[HandlerOpt]) {
+    out.push_str("| Option | Type | Default | What it does |\n|---|---|---|---|\n");
+    for o in options {
+        let _ = writeln!(out, "| `{}` | {} | {} | {} |", o.name, o.ty.replace('|', "\\|"), o.default.replace('|', "\\|"), o.doc.replace('|', "\\|"));
+    }
+    out.push('\n');
+}
+
+fn handler(out: &mut String, h: &HandlerSpec) {
+    let _ = writeln!(out, "### {}\n", h.export);
+    let _ = writeln!(out, "{}\n", h.summary);
+    handler_options_table(out, h.options);
+    if h.upstream_options {
+        out.push_str("Also the [upstream options](#upstream-options).\n\n");
+    }
+}
+
 fn policy(out: &mut String, b: &Builtin) {
     let side = if b.side == Side::Inbound { "inbound" } else { "outbound" };
     let _ = writeln!(out, "### {}\n", b.export);
@@ -44,10 +61,31 @@ pub fn markdown() -> String {
     let mut out = String::new();
     out.push_str("<!-- @generated from codegen/src/catalog.rs by codegen/src/reference.rs; do not edit.\n");
     out.push_str("     `UPDATE_SNAPSHOTS=1 cargo test -p specgate --test reference` rewrites it. -->\n\n");
-    out.push_str("# Policy reference\n\n");
+    out.push_str("# Handler and policy reference\n\n");
     out.push_str(
-        "Every built-in policy specgate implements, with the options `specgate validate` checks (unknown options \
-         are reported with their position; `$env(NAME)` may stand for any string value). A policy is declared in \
+        "Every built-in handler and policy specgate implements, with the options `specgate validate` checks. \
+         Unknown options are reported with their position.\n\n",
+    );
+    out.push_str("## Handlers\n\n");
+    out.push_str(
+        "A route's handler is `x-zuplo-route.handler`: `{\"export\": \"<export>\", \"module\": \"$import(@zuplo/runtime)\", \"options\": {...}}` \
+         (or a custom handler from `$import(./modules/...)`). Template strings are JavaScript-style template literals \
+         compiled at generation time: `${params.x}`, `${query.x}`, `${headers.get(\"x\")}`, `${env.X}`, `${context.custom.x}`, \
+         `${request.user.sub}`, `${url}`, `${host}`, `${pathname}`, `${search}`, `${method}`, `encodeURIComponent(...)`, and \
+         the others listed in the README.\n\n",
+    );
+    for h in HANDLERS {
+        handler(&mut out, h);
+    }
+    out.push_str("### Upstream options\n\n");
+    out.push_str(
+        "specgate extensions taken by `urlForwardHandler` and `urlRewriteHandler`. A route that sets none of them \
+         takes the plain forward path and pays nothing for them.\n\n",
+    );
+    handler_options_table(&mut out, UPSTREAM_OPTIONS);
+    out.push_str("## Policies\n\n");
+    out.push_str(
+        "`$env(NAME)` may stand for any string value of a policy option. A policy is declared in \
          `config/policies.json` with `\"handler\": {\"export\": \"<export>\", \"module\": \"$import(@zuplo/runtime)\", \"options\": {...}}` \
          and named in a route's `x-zuplo-route.policies.inbound` or `.outbound`.\n\n",
     );

@@ -18,16 +18,13 @@ const MAX_WEIGHT: u64 = 1000;
 /// The longest timeout, interval or cool-down: one hour.
 const MAX_MS: u64 = 3_600_000;
 
-/// The option names read here.
-pub(super) const OPTION_NAMES: [&str; 6] = ["upstreams", "timeoutMs", "connectTimeoutMs", "retries", "ejection", "healthCheck"];
-
 /// Retries of a route with several upstreams when it sets none: one failover.
 const DEFAULT_RETRIES: RetriesDef = RetriesDef { max_retries: 1, budget_percent: 20, backoff_ms: 25 };
 const DEFAULT_EJECTION: EjectionDef = EjectionDef { consecutive_failures: 5, cooldown_ms: 10_000, max_cooldown_ms: 300_000 };
 
 impl Loader<'_> {
     /// Reads the upstream options of a forward or rewrite handler, reporting every problem
-    /// (the caller lists [`OPTION_NAMES`] as known once its own options are).
+    /// (the caller lists `catalog::UPSTREAM_OPTIONS` as known once its own options are).
     pub(super) fn upstream_options(&mut self, opts: &mut Options<'_>, parsed: &ParsedPath) -> UpstreamOptions {
         let (node, file) = (opts.node, opts.file);
         let mut out = UpstreamOptions {

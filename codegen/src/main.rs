@@ -94,10 +94,7 @@ enum Command {
     /// Turn a plain OpenAPI 3.0/3.1 document (JSON or YAML) into a project whose operations
     /// forward to one upstream. Paths are reordered so literal paths come before templated
     /// ones that would shadow them (the gateway matches in document order).
-    ///
-    /// Examples:
-    ///   specgate import petstore.yaml --upstream https://petstore.example.com --out petstore
-    ///   specgate import api.github.com.json --upstream https://api.github.com
+    #[command(after_help = "Examples:\n  specgate import petstore.yaml --upstream https://petstore.example.com --out petstore\n  specgate import api.github.com.json --upstream https://api.github.com")]
     Import {
         /// The OpenAPI document.
         file: PathBuf,
@@ -112,21 +109,14 @@ enum Command {
         force: bool,
     },
     /// Print a shell completion script.
-    ///
-    /// Examples:
-    ///   specgate completions bash > ~/.local/share/bash-completion/completions/specgate
-    ///   specgate completions zsh > "${fpath[1]}/_specgate"
-    ///   specgate completions fish > ~/.config/fish/completions/specgate.fish
+    #[command(after_help = "Examples:\n  specgate completions bash > ~/.local/share/bash-completion/completions/specgate\n  specgate completions zsh > \"${fpath[1]}/_specgate\"\n  specgate completions fish > ~/.config/fish/completions/specgate.fish")]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
     /// List every route: method, path, handler, effective policy chains (composites expanded),
     /// CORS policy and the environment variables it reads, in match order.
-    ///
-    /// Examples:
-    ///   specgate routes specs/policy-showcase
-    ///   specgate routes specs/policy-showcase --json | jq '.[] | select(.inbound != [])'
+    #[command(after_help = "Examples:\n  specgate routes specs/policy-showcase\n  specgate routes specs/policy-showcase --json | jq '.[] | select(.inbound != [])'")]
     Routes {
         /// The project folder.
         project: PathBuf,
@@ -136,10 +126,7 @@ enum Command {
     },
     /// Show which route a request reaches and why (the gateway's own router and path
     /// normalisation), with its parameters, upstream URL and policy chains.
-    ///
-    /// Examples:
-    ///   specgate explain specs/path-modes GET /users/42/orders?limit=5
-    ///   specgate explain specs/web-api OPTIONS /notes --json
+    #[command(after_help = "Examples:\n  specgate explain specs/path-modes GET /users/42/orders?limit=5\n  specgate explain specs/web-api OPTIONS /notes --json")]
     Explain {
         /// The project folder.
         project: PathBuf,

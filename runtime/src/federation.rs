@@ -57,6 +57,9 @@ pub(crate) type Call = Pin<Box<dyn Future<Output = Response> + Send>>;
 pub(crate) trait Local: Send + Sync {
     /// Serves `req` as if it had arrived on the gateway's own listener.
     fn call(&'static self, req: http::Request<Body>) -> Call;
+
+    /// The gateway's runtime (its tracing is shut down with the process's).
+    fn runtime(&'static self) -> &'static crate::server::Runtime;
 }
 
 /// The gateways of the process by name, set once at start-up.

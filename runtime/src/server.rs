@@ -454,14 +454,15 @@ pub fn run_federated<G: Gateway>(members: &[Member]) -> ExitCode {
             }
         }
     });
-    let app = match built {
+    let (app, members) = match built {
         Ok((app, local)) => {
+            let members: Vec<&'static Runtime> = local.iter().skip(1).map(|(_, l)| l.runtime()).collect();
             if federated {
                 let names: Vec<&str> = local.iter().map(|(n, _)| *n).collect();
                 tracing::info!(entry = G::NAME, "gateways of this process, reachable as local://NAME: {}", names.join(", "));
             }
             crate::federation::install(local);
-            app
+            (app, members)
         }
         Err(errors) => {
             for e in errors {
@@ -522,8 +523,11 @@ pub fn run_federated<G: Gateway>(members: &[Member]) -> ExitCode {
             Err(_) => outcome = Err("a worker thread panicked".to_owned()),
         }
     }
-    // Every request has ended: export the spans still queued.
+    // Every request has ended: export the spans still queued, every gateway's.
     app.runtime.tracing.shutdown(Duration::from_secs(5));
+    for runtime in members {
+        runtime.tracing.shutdown(Duration::from_secs(5));
+    }
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -1075,6 +1079,10 @@ async fn route<G: Gateway>(
 impl<G: Gateway> crate::federation::Local for App<G> {
     fn call(&'static self, req: http::Request<Body>) -> crate::federation::Call {
         Box::pin(dispatch::<G>(State(self), req))
+    }
+
+    fn runtime(&'static self) -> &'static Runtime {
+        &self.runtime
     }
 }
 

@@ -387,3 +387,46 @@ async fn a_full_export_queue_drops_spans_and_counts_them() {
     assert!(exported < 2 * REQUESTS, "{exported} spans exported");
     assert!(exported + dropped >= 2 * REQUESTS, "every span is exported or counted: {exported} + {dropped}");
 }
+
+// A federated build: the in-process call to `local://orders` continues the trace (the orders
+// gateway's server span is a child of the edge's client span), and at shutdown every gateway
+// of the process exports what it queued, not only the listening one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_call_continues_the_trace_and_every_gateway_exports_at_shutdown() {
+    let receiver = Receiver::start().await;
+    let backend = Upstream::start("orders-backend").await;
+    let mut gw = Gateway::start(
+        &gateway_binary("federated"),
+        &[
+            ("ORDERS_BACKEND_URL", backend.url()),
+            ("ORDERS_GATEWAY", "local://orders".to_owned()),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", receiver.addr)),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-otlp-token=secret%20value".to_owned()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000".to_owned()),
+            ("WORKER_THREADS", "1".to_owned()),
+        ],
+    )
+    .await;
+    // The orders gateway turns the request away (no API key): a span on each side of the hop.
+    let r = get(&gw.url("/orders/42")).await.expect("request");
+    assert_eq!(r.status, 401, "{}", r.text());
+    gw.terminate();
+    assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0), "graceful exit; log:\n{}", gw.log_text());
+
+    let spans = receiver.spans();
+    let routed = |service: &str| -> Vec<Exported> {
+        spans.iter().filter(|e| e.service == service && e.is_server() && e.attr("url.path").as_deref() == Some("/orders/42")).cloned().collect()
+    };
+    let edge = routed("edge");
+    let orders = routed("orders");
+    assert_eq!((edge.len(), orders.len()), (1, 1), "one server span per gateway: {spans:#?}");
+    let hop = spans
+        .iter()
+        .find(|e| e.service == "edge" && e.is_client() && e.parent_id() == edge[0].span_id())
+        .unwrap_or_else(|| panic!("the edge's client span for the local call: {spans:#?}"));
+    assert_eq!(hop.trace_id(), edge[0].trace_id());
+    assert_eq!(orders[0].trace_id(), edge[0].trace_id(), "one trace across the hop");
+    assert_eq!(orders[0].parent_id(), hop.span_id(), "the orders gateway's span is a child of the hop");
+    assert_eq!(orders[0].attr("http.response.status_code").as_deref(), Some("401"));
+    assert!(backend.seen().is_empty());
+}

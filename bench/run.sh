@@ -741,7 +741,7 @@ Throughput ratios (requests/s divided):
 $ratios
 
 Gateway memory. "After start-up" is VmRSS once the gateway answered its first request;
-"after the load runs" is VmRSS after the sixteen load runs above (all four routes). The idle
+"after the load runs" is VmRSS once the four routes above were measured. The idle
 connections come from \`bench/idle_conns.py\` against a freshly started gateway: each
 connection sends one \`GET /plain/items/1\`, reads the answer and stays open; the RSS is read
 two seconds after the last one opened, then all are closed.

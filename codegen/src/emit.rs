@@ -15,72 +15,75 @@ use crate::policies::PolicyKind;
 use crate::pattern::{Matcher, PartDef, SegDef};
 use crate::template::{Expr, Part, Place, Template, UrlPiece};
 
-/// The generated `src/routes.rs` as formatted Rust (without the file header).
-pub fn routes_rs(project: &Project) -> Result<String, String> {
+/// Routes per module of the generated crate. A change to one route recompiles its module (and
+/// the small dispatching root) rather than one function per route in a single unit, and no
+/// generated function grows with the number of routes beyond a match arm per module.
+pub const ROUTES_PER_MODULE: usize = 64;
+
+/// The generated `src/routes.rs` and its modules `src/routes/part_N.rs` as formatted Rust
+/// (without the file header): `(path relative to src/, content)`.
+pub fn routes_rs(project: &Project) -> Result<Vec<(String, String)>, String> {
     routes_rs_in(project, "")
+}
+
+/// The module of route `index`.
+fn part_ident(index: usize) -> Ident {
+    format_ident!("part_{}", index / ROUTES_PER_MODULE)
 }
 
 /// [`routes_rs`] for a crate whose data files (`openapi.json`) lie in `data_dir` under the
 /// crate root (`/gateways/NAME` in a build of several projects, `""` otherwise).
-pub fn routes_rs_in(project: &Project, data_dir: &str) -> Result<String, String> {
+pub fn routes_rs_in(project: &Project, data_dir: &str) -> Result<Vec<(String, String)>, String> {
     let env = EnvFields::new(project);
     let pols = PolicyFields::new(project);
     let route_specs = project.routes.iter().map(route_spec);
     let route_infos = project.routes.iter().enumerate().map(|(i, r)| route_info(i, r));
-    let mut statics = Vec::new();
-    let mut methods = Vec::new();
-    let mut arms = Vec::new();
+    let parts_count = project.routes.len().div_ceil(ROUTES_PER_MODULE);
+    let mut parts: Vec<RoutesModule> = (0..parts_count).map(|_| RoutesModule::default()).collect();
     for (i, route) in project.routes.iter().enumerate() {
         let (f, arm, stat) = route_fn(i, route, &env, &pols, project, data_dir);
-        methods.push(f);
-        arms.push(arm);
+        let part = &mut parts[i / ROUTES_PER_MODULE];
+        part.methods.push(f);
+        part.arms.push(arm);
         if let Some(s) = stat {
-            statics.push(s);
+            part.statics.push(s);
         }
+    }
+    for f in &pols.fields {
+        if let Some(r) = f.route {
+            parts[r / ROUTES_PER_MODULE].policies.push(f);
+        }
+    }
+    for (ident, r, items) in &pols.example_consts {
+        parts[r / ROUTES_PER_MODULE].consts.push(example_const(ident, items));
+    }
+    for (r, (ident, op)) in &pols.operation_statics {
+        parts[r / ROUTES_PER_MODULE].consts.push(operation_static(ident, op));
     }
     let stored: Vec<&(Ident, String)> = env.fields.values().filter(|(_, var)| env.per_request.contains(var)).collect();
     let env_decls = stored.iter().map(|(field, var)| {
         let doc = format!("`{var}`");
         quote! { #[doc = #doc] #field: ::std::sync::Arc<str>, }
     });
-    let env_reads = env.fields.values().map(|(field, var)| quote! { let #field = env.required(#var); });
-    let env_names = stored.iter().map(|(f, _)| f.clone());
-    let static_decls = statics.iter().map(|s| {
-        let field = &s.field;
-        let doc = &s.doc;
-        quote! { #[doc = #doc] #field: ::std::string::String, }
+    let env_value_decls = env.fields.values().map(|(field, var)| {
+        let doc = format!("`{var}`");
+        quote! { #[doc = #doc] #field: ::std::sync::Arc<str>, }
     });
-    let static_inits = statics.iter().map(|s| {
-        let field = &s.field;
-        let body = &s.init;
-        let label = &s.label;
-        let check = match s.kind {
-            StaticKind::Url => quote! { env.check_upstream_url(#label, &#field); },
-            StaticKind::Location => quote! { env.check_header_value(#label, &#field); },
-            StaticKind::Path => quote! {},
-        };
-        quote! { let #field = { #body }; #check }
-    });
-    let static_names = statics.iter().map(|s| s.field.clone());
+    let env_reads = env.fields.values().map(|(field, var)| quote! { #field: env.required(#var), });
+    let env_names = stored.iter().map(|(f, _)| quote! { #f: e.#f });
     let name = &project.name;
-    let policy_decls = pols.fields.iter().map(|f| {
+    let shared_policies: Vec<&PolicyField> = pols.fields.iter().filter(|f| f.route.is_none()).collect();
+    let policy_decls = shared_policies.iter().map(|f| {
         let (field, ty, doc) = (&f.field, &f.ty, &f.doc);
         quote! { #[doc = #doc] #field: #ty, }
     });
-    let policy_inits = pols.fields.iter().map(|f| {
+    let policy_inits = shared_policies.iter().map(|f| {
         let (field, init) = (&f.field, &f.init);
         quote! { let #field = #init; }
     });
-    let policy_names = pols.fields.iter().map(|f| {
+    let policy_names = shared_policies.iter().map(|f| {
         let field = &f.field;
         quote! { #field: #field? }
-    });
-    let examples = pols.example_consts.iter().map(|(ident, items)| {
-        let items = items.iter().map(|e| {
-            let (status, ct, name, body) = (e.status, &e.content_type, &e.name, &e.body);
-            quote! { ::specgate_runtime::policies::MockExample { status: #status, content_type: #ct, name: #name, body: #body } }
-        });
-        quote! { const #ident: &[::specgate_runtime::policies::MockExample] = &[#(#items),*]; }
     });
     let cors = cors_fields(project);
     let cors_decls = cors.iter().map(|c| {
@@ -103,20 +106,15 @@ pub fn routes_rs_in(project: &Project, data_dir: &str) -> Result<String, String>
     let route_up_inits = ups.routes.iter().map(|(field, init, _)| quote! { let #field = #init; });
     let route_up_names: Vec<&Ident> = ups.routes.iter().map(|(f, _, _)| f).collect();
     // Upstream URLs fixed at start-up, for the readiness check.
-    let url_fields: Vec<&Ident> = statics.iter().filter(|s| matches!(s.kind, StaticKind::Url)).map(|s| &s.field).collect();
-    let upstreams_fn = if url_fields.is_empty() && pool_names.is_empty() {
+    let url_parts: Vec<Ident> =
+        parts.iter().enumerate().filter(|(_, p)| p.statics.iter().any(|s| matches!(s.kind, StaticKind::Url))).map(|(k, _)| format_ident!("part_{}", k)).collect();
+    let upstreams_fn = if url_parts.is_empty() && pool_names.is_empty() {
         quote! {}
-    } else if pool_names.is_empty() {
-        quote! {
-            fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-                vec![#(self.#url_fields.as_str()),*]
-            }
-        }
     } else {
         quote! {
             fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-                #[allow(unused_mut)]
-                let mut urls = vec![#(self.#url_fields.as_str()),*];
+                let mut urls = ::std::vec::Vec::new();
+                #(self.#url_parts.upstream_urls(&mut urls);)*
                 #(urls.extend(self.#pool_names.urls());)*
                 urls
             }
@@ -148,7 +146,6 @@ pub fn routes_rs_in(project: &Project, data_dir: &str) -> Result<String, String>
             }
         }
     };
-    let operations = pols.operation_statics.values().map(|(ident, op)| operation_static(ident, op));
     let (hooks_ty, has_hooks, hooks_fn) = match &project.hooks {
         Some(m) => {
             let path: syn::Path = syn::parse_str(&m.rust_path).map_err(|e| e.to_string())?;
@@ -156,29 +153,45 @@ pub fn routes_rs_in(project: &Project, data_dir: &str) -> Result<String, String>
         }
         None => (quote! { ::specgate_runtime::hooks::NoHooks }, false, quote! { ::specgate_runtime::hooks::NoHooks }),
     };
+    let part_idents: Vec<Ident> = (0..parts.len()).map(|k| format_ident!("part_{}", k)).collect();
+    // Modules whose routes keep start-up state (URLs, per-route policies).
+    let stateful: Vec<(usize, &Ident)> = part_idents.iter().enumerate().filter(|(k, _)| parts[*k].has_state()).collect();
+    let part_decls = stateful.iter().map(|&(k, ident)| {
+        let doc = format!(" routes {} to {}", k * ROUTES_PER_MODULE, ((k + 1) * ROUTES_PER_MODULE).min(project.routes.len()) - 1);
+        quote! { #[doc = #doc] #ident: #ident::Part, }
+    });
+    let part_inits = stateful.iter().map(|(_, ident)| quote! { let #ident = #ident::Part::configure(env, &e); });
+    let part_names = stateful.iter().map(|(_, ident)| quote! { #ident: #ident? });
+    let unused_env = if stateful.is_empty() { quote! { let _ = &e; } } else { quote! {} };
+    let dispatch = part_idents.iter().enumerate().map(|(k, ident)| {
+        let (first, last) = (k * ROUTES_PER_MODULE, ((k + 1) * ROUTES_PER_MODULE).min(project.routes.len()) - 1);
+        let handle = format_ident!("handle_{}", ident);
+        quote! { #first..=#last => self.#handle(route, req, cx).await, }
+    });
 
-    let file = quote! {
+    let root = quote! {
         use ::specgate_runtime::context::RouteInfo;
-        use ::specgate_runtime::handlers::{self, ForwardOptions};
+        use ::specgate_runtime::handlers;
         #[allow(unused_imports)]
         use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-        #[allow(unused_imports)]
-        use ::specgate_runtime::template as t;
-        #[allow(unused_imports)]
-        use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
         use ::specgate_runtime::{Context, Problem, Request, Response};
 
-        #(#examples)*
-        #(#operations)*
+        #(mod #part_idents;)*
 
-        /// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+        /// The gateway's start-up state: environment values, upstream sets, policies shared
+        /// by routes, and the state of each module of routes.
         pub struct Gateway {
             #(#env_decls)*
-            #(#static_decls)*
             #(#pool_decls)*
             #(#route_up_decls)*
             #(#policy_decls)*
             #(#cors_decls)*
+            #(#part_decls)*
+        }
+
+        /// Environment values read at start-up.
+        struct Env {
+            #(#env_value_decls)*
         }
 
         impl ::specgate_runtime::Gateway for Gateway {
@@ -189,13 +202,14 @@ pub fn routes_rs_in(project: &Project, data_dir: &str) -> Result<String, String>
             const HAS_HOOKS: bool = #has_hooks;
 
             fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-                #(#env_reads)*
-                #(#static_inits)*
+                let e = Env { #(#env_reads)* };
+                #(#part_inits)*
+                #unused_env
                 #(#pool_inits)*
                 #(#route_up_inits)*
                 #(#policy_inits)*
                 #(#cors_inits)*
-                Some(Gateway { #(#env_names,)* #(#static_names,)* #(#pool_names,)* #(#route_up_names,)* #(#policy_names,)* #(#cors_names,)* })
+                Some(Gateway { #(#env_names,)* #(#pool_names,)* #(#route_up_names,)* #(#policy_names,)* #(#cors_names,)* #(#part_names,)* })
             }
 
             fn hooks() -> Self::Hooks {
@@ -210,17 +224,140 @@ pub fn routes_rs_in(project: &Project, data_dir: &str) -> Result<String, String>
 
             async fn handle(&'static self, route: usize, req: Request, cx: &mut Context) -> Response {
                 match route {
-                    #(#arms)*
+                    #(#dispatch)*
                     _ => handlers::template_failed(Problem::internal("unknown route"), cx),
                 }
             }
         }
+    };
+    let mut files = vec![("routes.rs".to_owned(), format_file(root)?)];
+    for (k, part) in parts.into_iter().enumerate() {
+        files.push((format!("routes/part_{k}.rs"), format_file(part_file(k, part, project.routes.len()))?));
+    }
+    Ok(files)
+}
 
-        impl Gateway {
-            #(#methods)*
+/// What one module of routes holds.
+#[derive(Default)]
+struct RoutesModule<'p> {
+    methods: Vec<TokenStream>,
+    arms: Vec<TokenStream>,
+    statics: Vec<StaticValue>,
+    policies: Vec<&'p PolicyField>,
+    consts: Vec<TokenStream>,
+}
+
+impl RoutesModule<'_> {
+    fn has_state(&self) -> bool {
+        !self.statics.is_empty() || !self.policies.is_empty()
+    }
+}
+
+/// `src/routes/part_K.rs`: the start-up state of routes K·64 to K·64+63, their functions and
+/// the dispatch among them.
+fn part_file(k: usize, part: RoutesModule<'_>, routes: usize) -> TokenStream {
+    let (first, last) = (k * ROUTES_PER_MODULE, ((k + 1) * ROUTES_PER_MODULE).min(routes) - 1);
+    let doc = format!(" Routes {first} to {last}: their start-up state and request handling.");
+    let struct_doc = format!(" The start-up state of routes {first} to {last}.");
+    let static_decls = part.statics.iter().map(|s| {
+        let (field, doc) = (&s.field, &s.doc);
+        quote! { #[doc = #doc] #field: ::std::string::String, }
+    });
+    let static_inits = part.statics.iter().map(|s| {
+        let (field, body, label) = (&s.field, &s.init, &s.label);
+        let check = match s.kind {
+            StaticKind::Url => quote! { env.check_upstream_url(#label, &#field); },
+            StaticKind::Location => quote! { env.check_header_value(#label, &#field); },
+            StaticKind::Path => quote! {},
+        };
+        quote! { let #field = { #body }; #check }
+    });
+    let static_names = part.statics.iter().map(|s| s.field.clone());
+    let policy_decls = part.policies.iter().map(|f| {
+        let (field, ty, doc) = (&f.field, &f.ty, &f.doc);
+        quote! { #[doc = #doc] #field: #ty, }
+    });
+    let policy_inits = part.policies.iter().map(|f| {
+        let (field, init) = (&f.field, &f.init);
+        quote! { let #field = #init; }
+    });
+    let policy_names = part.policies.iter().map(|f| {
+        let field = &f.field;
+        quote! { #field: #field? }
+    });
+    let url_fields: Vec<&Ident> = part.statics.iter().filter(|s| matches!(s.kind, StaticKind::Url)).map(|s| &s.field).collect();
+    let urls_fn = if url_fields.is_empty() {
+        quote! {}
+    } else {
+        quote! {
+            /// Upstream URLs fixed at start-up, for the readiness check.
+            pub(super) fn upstream_urls(&'static self, urls: &mut ::std::vec::Vec<&'static str>) {
+                #(urls.push(self.#url_fields.as_str());)*
+            }
         }
     };
-    format_file(file)
+    let dispatch = format_ident!("handle_part_{}", k);
+    let state = if part.has_state() {
+        quote! {
+            #[doc = #struct_doc]
+            pub(super) struct Part {
+                #(#static_decls)*
+                #(#policy_decls)*
+            }
+
+            impl Part {
+                #[allow(unused_variables)]
+                pub(super) fn configure(env: &mut ::specgate_runtime::env::Reader<'_>, e: &super::Env) -> Option<Self> {
+                    #(#static_inits)*
+                    #(#policy_inits)*
+                    Some(Part { #(#static_names,)* #(#policy_names,)* })
+                }
+
+                #urls_fn
+            }
+        }
+    } else {
+        quote! {}
+    };
+    let dispatch_doc = format!(" Handles a request to one of routes {first} to {last}.");
+    let (consts, methods, arms) = (&part.consts, &part.methods, &part.arms);
+    quote! {
+        #![doc = #doc]
+
+        #[allow(unused_imports)]
+        use ::specgate_runtime::handlers::{self, ForwardOptions};
+        #[allow(unused_imports)]
+        use ::specgate_runtime::template as t;
+        #[allow(unused_imports)]
+        use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
+        use ::specgate_runtime::{Context, Problem, Request, Response};
+
+        use super::Gateway;
+
+        #(#consts)*
+
+        #state
+
+        impl Gateway {
+            #[doc = #dispatch_doc]
+            pub(super) async fn #dispatch(&'static self, route: usize, req: Request, cx: &mut Context) -> Response {
+                match route {
+                    #(#arms)*
+                    _ => handlers::template_failed(Problem::internal("unknown route"), cx),
+                }
+            }
+
+            #(#methods)*
+        }
+    }
+}
+
+fn example_const(ident: &Ident, items: &[crate::model::Example]) -> TokenStream {
+    let items = items.iter().map(|e| {
+        let (status, ct, name, body) = (e.status, &e.content_type, &e.name, &e.body);
+        quote! { ::specgate_runtime::policies::MockExample { status: #status, content_type: #ct, name: #name, body: #body } }
+    });
+    quote! { const #ident: &[::specgate_runtime::policies::MockExample] = &[#(#items),*]; }
 }
 
 /// Parses and pretty-prints a token stream as a file.
@@ -469,6 +606,7 @@ struct StaticValue {
 fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, project: &Project, data_dir: &str) -> (TokenStream, TokenStream, Option<StaticValue>) {
     let name = route_fn_name(index, route);
     let doc = format!("`{} {}` ({})", route.method, route.path, route.handler.export());
+    let part = part_ident(index);
     let label = route_label(route);
     let arm = quote! { #index => self.#name(req, cx).await, };
     let options = |forward_search: bool, follow_redirects: bool| {
@@ -501,8 +639,8 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, p
                         kind: StaticKind::Url,
                     });
                     match via {
-                        Some(via) => quote! { handlers::url_forward_via(req, cx, &self.#field, &self.#via, #opts).await },
-                        None => quote! { handlers::url_forward(req, cx, &self.#field, #opts).await },
+                        Some(via) => quote! { handlers::url_forward_via(req, cx, &self.#part.#field, &self.#via, #opts).await },
+                        None => quote! { handlers::url_forward(req, cx, &self.#part.#field, #opts).await },
                     }
                 }
                 (Some(base), via) => {
@@ -536,7 +674,7 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, p
                     init: static_render(pattern, env),
                     kind: if path { StaticKind::Path } else { StaticKind::Url },
                 });
-                call(quote! { self.#field.clone() })
+                call(quote! { self.#part.#field.clone() })
             } else {
                 let r = render_or_return(pattern);
                 let call = call(quote! { url });
@@ -558,7 +696,7 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, p
                 });
                 quote! {
                     drop(req);
-                    handlers::redirect(cx, &self.#field, #status)
+                    handlers::redirect(cx, &self.#part.#field, #status)
                 }
             } else {
                 let r = render_or_return(location);
@@ -579,7 +717,7 @@ fn route_fn(index: usize, route: &Route, env: &EnvFields, pols: &PolicyFields, p
                     init: static_render(pattern, env),
                     kind: StaticKind::Url,
                 });
-                quote! { handlers::websocket(req, cx, &self.#field).await }
+                quote! { handlers::websocket(req, cx, &self.#part.#field).await }
             } else {
                 let r = render_or_return(pattern);
                 quote! {
@@ -687,13 +825,16 @@ struct PolicyFields {
     fields: Vec<PolicyField>,
     /// (policy, route) → field; route is `usize::MAX` for instances shared by every route.
     by_use: BTreeMap<(usize, usize), Ident>,
-    example_consts: Vec<(Ident, Vec<crate::model::Example>)>,
+    /// Mock examples of a route: `(const, route, examples)`.
+    example_consts: Vec<(Ident, usize, Vec<crate::model::Example>)>,
     /// Route → the static describing its operation for request validation.
     operation_statics: BTreeMap<usize, (Ident, crate::model::Operation)>,
 }
 
 struct PolicyField {
     field: Ident,
+    /// The route owning this instance (request validation and mocks), `None` when shared.
+    route: Option<usize>,
     ty: TokenStream,
     doc: String,
     init: TokenStream,
@@ -743,7 +884,7 @@ impl PolicyFields {
                             quote! { env.policy::<#ty>(#name, #options).and_then(|p| env.check(#name, p.with_schema(#schema))) }
                         } else if per_route {
                             let consts = format_ident!("EXAMPLES_R{}", r);
-                            out.example_consts.push((consts.clone(), route.examples.clone()));
+                            out.example_consts.push((consts.clone(), r, route.examples.clone()));
                             quote! { env.policy::<#ty>(#name, #options).map(|p| p.with_examples(#consts)) }
                         } else {
                             quote! { env.policy::<#ty>(#name, #options) }
@@ -764,18 +905,21 @@ impl PolicyFields {
                     PolicyKind::Composite { .. } | PolicyKind::Invalid => continue,
                 };
                 out.by_use.insert(key, field.clone());
-                out.fields.push(PolicyField { field, ty, doc, init });
+                out.fields.push(PolicyField { field, route: per_route.then_some(r), ty, doc, init });
             }
         }
         out
     }
 
-    fn field_for(&self, policy: usize, route: usize) -> Ident {
-        self.by_use
-            .get(&(policy, route))
-            .or_else(|| self.by_use.get(&(policy, usize::MAX)))
-            .cloned()
-            .unwrap_or_else(|| format_ident!("missing_policy_field"))
+    /// The place of the instance route `route` uses, from `self` of the gateway: a field of
+    /// the route's module for per-route instances, of the gateway for shared ones.
+    fn field_for(&self, policy: usize, route: usize) -> TokenStream {
+        if let Some(f) = self.by_use.get(&(policy, route)) {
+            let part = part_ident(route);
+            return quote! { #part.#f };
+        }
+        let f = self.by_use.get(&(policy, usize::MAX)).cloned().unwrap_or_else(|| format_ident!("missing_policy_field"));
+        quote! { #f }
     }
 }
 
@@ -937,7 +1081,7 @@ fn static_render(t: &Template, env: &EnvFields) -> TokenStream {
         Part::Lit(l) => push_lit(l),
         Part::Expr { expr: Expr::Env(var), .. } => {
             let f = env.field(var);
-            quote! { u.push_str(&#f); }
+            quote! { u.push_str(&e.#f); }
         }
         Part::Expr { .. } => quote! { compile_error!("dynamic value in a static template"); },
     });

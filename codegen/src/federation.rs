@@ -5,8 +5,9 @@
 //! `HOST`/`PORT`; the others have no listener.
 //!
 //! Crate layout: `src/main.rs` starts the entry with the others as members;
-//! `src/gateways/<module>/` holds a project's `routes.rs` and `modules/` (copied, with
-//! `crate::modules::` and `CARGO_MANIFEST_DIR/config/` references adjusted to the new place);
+//! `src/gateways/<module>/` holds a project's `routes.rs` (with its route modules
+//! `routes/part_N.rs`) and `modules/` (copied, with `crate::modules::` and
+//! `CARGO_MANIFEST_DIR/config/` references adjusted to the new place);
 //! `gateways/<name>/` its `openapi.json` and `config/*.json` data files.
 
 use std::collections::BTreeMap;
@@ -291,8 +292,9 @@ fn emit_crate(federation: &mut Federation, opts: &Options) -> Result<Output, Str
             project.name, project.name
         );
         files.insert(format!("src/gateways/{dir}/mod.rs"), mod_rs.into_bytes());
-        let routes = crate::emit::routes_rs_in(project, &data_dir)?;
-        files.insert(format!("src/gateways/{dir}/routes.rs"), format!("{own_header}{routes}").into_bytes());
+        for (rel, routes) in crate::emit::routes_rs_in(project, &data_dir)? {
+            files.insert(format!("src/gateways/{dir}/{rel}"), format!("{own_header}{routes}").into_bytes());
+        }
         let public = generate::public_document(project);
         let mut doc = serde_json::to_string_pretty(&public).map_err(|e| e.to_string())?;
         doc.push('\n');

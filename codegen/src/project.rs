@@ -572,7 +572,10 @@ impl Loader<'_> {
         if uses.is_empty() {
             return;
         }
-        self.sources.insert(doc.file, doc.root.clone());
+        // Registered once per document: the tree of a large document is costly to copy.
+        if self.sources.get(doc.file).is_none() {
+            self.sources.insert(doc.file, doc.root.clone());
+        }
         let oas30 = doc.root.get("openapi").and_then(Node::as_str).is_some_and(|v| v.starts_with("3.0"));
         let input = OperationInput { path_item, op, file: doc.file, oas30 };
         let operation = crate::schema::operation(&input, &mut self.sources, self.files, self.diags, self.root);

@@ -2,30 +2,14 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
-    ///baseUrl of getItems
-    route_0_base: ::std::string::String,
-    ///baseUrl of postItems
-    route_1_base: ::std::string::String,
-    ///baseUrl of getTenant
-    route_2_base: ::std::string::String,
-    ///baseUrl of getShared
-    route_3_base: ::std::string::String,
-    ///baseUrl of getShort
-    route_4_base: ::std::string::String,
-    ///baseUrl of getVersioned
-    route_5_base: ::std::string::String,
-    ///baseUrl of postVersioned
-    route_6_base: ::std::string::String,
     ///policy `cache-default` (CachingInboundPolicy)
     p0_cache_default: ::specgate_runtime::policies::CachingInbound,
     ///policy `cache-by-tenant` (CachingInboundPolicy)
@@ -36,6 +20,13 @@ pub struct Gateway {
     p3_cache_short: ::specgate_runtime::policies::CachingInbound,
     ///policy `cache-versioned` (CachingInboundPolicy)
     p4_cache_versioned: ::specgate_runtime::policies::CachingInbound,
+    /// routes 0 to 6
+    part_0: part_0::Part,
+}
+/// Environment values read at start-up.
+struct Env {
+    ///`API_URL`
+    env_api_url: ::std::sync::Arc<str>,
 }
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "caching";
@@ -123,49 +114,10 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-        let env_api_url = env.required("API_URL");
-        let route_0_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
+        let e = Env {
+            env_api_url: env.required("API_URL"),
         };
-        env.check_upstream_url("baseUrl of getItems", &route_0_base);
-        let route_1_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of postItems", &route_1_base);
-        let route_2_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of getTenant", &route_2_base);
-        let route_3_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of getShared", &route_3_base);
-        let route_4_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of getShort", &route_4_base);
-        let route_5_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of getVersioned", &route_5_base);
-        let route_6_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of postVersioned", &route_6_base);
+        let part_0 = part_0::Part::configure(env, &e);
         let p0_cache_default = env
             .policy::<
                 ::specgate_runtime::policies::CachingInbound,
@@ -196,29 +148,21 @@ impl ::specgate_runtime::Gateway for Gateway {
                 "{\"cacheId\":\"$env(CACHE_ID)\",\"cacheHttpMethods\":[\"GET\",\"POST\"]}",
             );
         Some(Gateway {
-            route_0_base,
-            route_1_base,
-            route_2_base,
-            route_3_base,
-            route_4_base,
-            route_5_base,
-            route_6_base,
             p0_cache_default: p0_cache_default?,
             p1_cache_by_tenant: p1_cache_by_tenant?,
             p2_cache_shared: p2_cache_shared?,
             p3_cache_short: p3_cache_short?,
             p4_cache_versioned: p4_cache_versioned?,
+            part_0: part_0?,
         })
     }
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
     fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-        vec![
-            self.route_0_base.as_str(), self.route_1_base.as_str(), self.route_2_base
-            .as_str(), self.route_3_base.as_str(), self.route_4_base.as_str(), self
-            .route_5_base.as_str(), self.route_6_base.as_str()
-        ]
+        let mut urls = ::std::vec::Vec::new();
+        self.part_0.upstream_urls(&mut urls);
+        urls
     }
     async fn handle(
         &'static self,
@@ -227,191 +171,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_get_items(req, cx).await,
-            1usize => self.route_1_post_items(req, cx).await,
-            2usize => self.route_2_get_tenant(req, cx).await,
-            3usize => self.route_3_get_shared(req, cx).await,
-            4usize => self.route_4_get_short(req, cx).await,
-            5usize => self.route_5_get_versioned(req, cx).await,
-            6usize => self.route_6_post_versioned(req, cx).await,
+            0usize..=6usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`GET /items/{+rest}` (urlForwardHandler)
-    async fn route_0_get_items(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_cache_default.on_request(req, cx).await,
-            cx,
-            "cache-default",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_0_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`POST /items/{+rest}` (urlForwardHandler)
-    async fn route_1_post_items(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_cache_default.on_request(req, cx).await,
-            cx,
-            "cache-default",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_1_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /tenant/{+rest}` (urlForwardHandler)
-    async fn route_2_get_tenant(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p1_cache_by_tenant.on_request(req, cx).await,
-            cx,
-            "cache-by-tenant",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_2_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /shared/{+rest}` (urlForwardHandler)
-    async fn route_3_get_shared(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p2_cache_shared.on_request(req, cx).await,
-            cx,
-            "cache-shared",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_3_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /short/{+rest}` (urlForwardHandler)
-    async fn route_4_get_short(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p3_cache_short.on_request(req, cx).await,
-            cx,
-            "cache-short",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_4_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /versioned/{+rest}` (urlForwardHandler)
-    async fn route_5_get_versioned(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p4_cache_versioned.on_request(req, cx).await,
-            cx,
-            "cache-versioned",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_5_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`POST /versioned/{+rest}` (urlForwardHandler)
-    async fn route_6_post_versioned(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p4_cache_versioned.on_request(req, cx).await,
-            cx,
-            "cache-versioned",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_6_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
     }
 }

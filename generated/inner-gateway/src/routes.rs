@@ -2,26 +2,29 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
     ///`BACKEND_URL`
     env_backend_url: ::std::sync::Arc<str>,
-    ///rewritePattern of status
-    route_2_url: ::std::string::String,
     ///policy `outer-jwt` (OpenIdJwtInboundPolicy)
     p0_outer_jwt: ::specgate_runtime::policies::OpenIdJwtInbound,
     ///policy `set-caller` (SetHeadersInboundPolicy)
     p1_set_caller: ::specgate_runtime::policies::SetHeadersInbound,
     ///policy `admin-scope` (JwtScopesInboundPolicy)
     p2_admin_scope: ::specgate_runtime::policies::JwtScopesInbound,
+    /// routes 0 to 2
+    part_0: part_0::Part,
+}
+/// Environment values read at start-up.
+struct Env {
+    ///`BACKEND_URL`
+    env_backend_url: ::std::sync::Arc<str>,
 }
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "inner-gateway";
@@ -65,14 +68,10 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-        let env_backend_url = env.required("BACKEND_URL");
-        let route_2_url = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_backend_url);
-            u.push_str("/status");
-            u
+        let e = Env {
+            env_backend_url: env.required("BACKEND_URL"),
         };
-        env.check_upstream_url("rewritePattern of status", &route_2_url);
+        let part_0 = part_0::Part::configure(env, &e);
         let p0_outer_jwt = env
             .policy::<
                 ::specgate_runtime::policies::OpenIdJwtInbound,
@@ -92,18 +91,20 @@ impl ::specgate_runtime::Gateway for Gateway {
                 ::specgate_runtime::policies::JwtScopesInbound,
             >("admin-scope", "{\"scopes\":[\"admin\"]}");
         Some(Gateway {
-            env_backend_url,
-            route_2_url,
+            env_backend_url: e.env_backend_url,
             p0_outer_jwt: p0_outer_jwt?,
             p1_set_caller: p1_set_caller?,
             p2_admin_scope: p2_admin_scope?,
+            part_0: part_0?,
         })
     }
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
     fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-        vec![self.route_2_url.as_str()]
+        let mut urls = ::std::vec::Vec::new();
+        self.part_0.upstream_urls(&mut urls);
+        urls
     }
     async fn handle(
         &'static self,
@@ -112,103 +113,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_orders(req, cx).await,
-            1usize => self.route_1_admin(req, cx).await,
-            2usize => self.route_2_status(req, cx).await,
+            0usize..=2usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`GET /orders/{+path}` (urlRewriteHandler)
-    async fn route_0_orders(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_outer_jwt.on_request(req, cx).await,
-            cx,
-            "outer-jwt",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p1_set_caller.on_request(req, cx).await,
-            cx,
-            "set-caller",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(40usize);
-            t::push_trusted(&mut u, &self.env_backend_url)?;
-            u.push_str("/orders/");
-            t::push_path_rest(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /admin/{+path}` (urlRewriteHandler)
-    async fn route_1_admin(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_outer_jwt.on_request(req, cx).await,
-            cx,
-            "outer-jwt",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p2_admin_scope.on_request(req, cx).await,
-            cx,
-            "admin-scope",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(39usize);
-            t::push_trusted(&mut u, &self.env_backend_url)?;
-            u.push_str("/admin/");
-            t::push_path_rest(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /public/status` (urlRewriteHandler)
-    async fn route_2_status(&'static self, req: Request, cx: &mut Context) -> Response {
-        handlers::url_rewrite(
-                req,
-                cx,
-                self.route_2_url.clone(),
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
     }
 }

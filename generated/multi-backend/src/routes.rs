@@ -2,30 +2,29 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
     ///`ORDERS_URL`
     env_orders_url: ::std::sync::Arc<str>,
     ///`USERS_URL`
     env_users_url: ::std::sync::Arc<str>,
-    ///rewritePattern of adminHealth
-    route_0_url: ::std::string::String,
-    ///rewritePattern of orderUpdates
-    route_1_url: ::std::string::String,
-    ///rewritePattern of listUsers
-    route_3_url: ::std::string::String,
-    ///rewritePattern of createUser
-    route_4_url: ::std::string::String,
-    ///baseUrl of catalog
-    route_10_base: ::std::string::String,
+    /// routes 0 to 10
+    part_0: part_0::Part,
+}
+/// Environment values read at start-up.
+struct Env {
+    ///`CATALOG_URL`
+    env_catalog_url: ::std::sync::Arc<str>,
+    ///`ORDERS_URL`
+    env_orders_url: ::std::sync::Arc<str>,
+    ///`USERS_URL`
+    env_users_url: ::std::sync::Arc<str>,
 }
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "multi-backend";
@@ -165,61 +164,25 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-        let env_catalog_url = env.required("CATALOG_URL");
-        let env_orders_url = env.required("ORDERS_URL");
-        let env_users_url = env.required("USERS_URL");
-        let route_0_url = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_users_url);
-            u.push_str("/health");
-            u
+        let e = Env {
+            env_catalog_url: env.required("CATALOG_URL"),
+            env_orders_url: env.required("ORDERS_URL"),
+            env_users_url: env.required("USERS_URL"),
         };
-        env.check_upstream_url("rewritePattern of adminHealth", &route_0_url);
-        let route_1_url = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_orders_url);
-            u.push_str("/updates");
-            u
-        };
-        env.check_upstream_url("rewritePattern of orderUpdates", &route_1_url);
-        let route_3_url = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_users_url);
-            u.push_str("/users");
-            u
-        };
-        env.check_upstream_url("rewritePattern of listUsers", &route_3_url);
-        let route_4_url = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_users_url);
-            u.push_str("/users");
-            u
-        };
-        env.check_upstream_url("rewritePattern of createUser", &route_4_url);
-        let route_10_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_catalog_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of catalog", &route_10_base);
+        let part_0 = part_0::Part::configure(env, &e);
         Some(Gateway {
-            env_orders_url,
-            env_users_url,
-            route_0_url,
-            route_1_url,
-            route_3_url,
-            route_4_url,
-            route_10_base,
+            env_orders_url: e.env_orders_url,
+            env_users_url: e.env_users_url,
+            part_0: part_0?,
         })
     }
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
     fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-        vec![
-            self.route_0_url.as_str(), self.route_1_url.as_str(), self.route_3_url
-            .as_str(), self.route_4_url.as_str(), self.route_10_base.as_str()
-        ]
+        let mut urls = ::std::vec::Vec::new();
+        self.part_0.upstream_urls(&mut urls);
+        urls
     }
     async fn handle(
         &'static self,
@@ -228,241 +191,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_admin_health(req, cx).await,
-            1usize => self.route_1_order_updates(req, cx).await,
-            2usize => self.route_2_open_api_document(req, cx).await,
-            3usize => self.route_3_list_users(req, cx).await,
-            4usize => self.route_4_create_user(req, cx).await,
-            5usize => self.route_5_get_user(req, cx).await,
-            6usize => self.route_6_delete_user(req, cx).await,
-            7usize => self.route_7_get_orders(req, cx).await,
-            8usize => self.route_8_post_orders(req, cx).await,
-            9usize => self.route_9_search(req, cx).await,
-            10usize => self.route_10_catalog(req, cx).await,
+            0usize..=10usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`GET /admin/health` (urlRewriteHandler)
-    async fn route_0_admin_health(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_rewrite(
-                req,
-                cx,
-                self.route_0_url.clone(),
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: true,
-                },
-            )
-            .await
-    }
-    ///`GET /ws/updates` (webSocketHandler)
-    async fn route_1_order_updates(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::websocket(req, cx, &self.route_1_url).await
-    }
-    ///`GET /openapi.json` (openApiSpecHandler)
-    async fn route_2_open_api_document(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let _ = &cx;
-        handlers::openapi_document(
-            &req,
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")),
-        )
-    }
-    ///`GET /api/users` (urlRewriteHandler)
-    async fn route_3_list_users(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_rewrite(
-                req,
-                cx,
-                self.route_3_url.clone(),
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`POST /api/users` (urlRewriteHandler)
-    async fn route_4_create_user(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_rewrite(
-                req,
-                cx,
-                self.route_4_url.clone(),
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /api/users/{id}` (urlRewriteHandler)
-    async fn route_5_get_user(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(39usize);
-            t::push_trusted(&mut u, &self.env_users_url)?;
-            u.push_str("/users/");
-            t::push_path_segment(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`DELETE /api/users/{id}` (urlRewriteHandler)
-    async fn route_6_delete_user(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(39usize);
-            t::push_trusted(&mut u, &self.env_users_url)?;
-            u.push_str("/users/");
-            t::push_path_segment(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /api/orders/{+path}` (urlRewriteHandler)
-    async fn route_7_get_orders(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(36usize);
-            t::push_trusted(&mut u, &self.env_orders_url)?;
-            u.push_str("/v2/");
-            t::push_path_rest(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`POST /api/orders/{+path}` (urlRewriteHandler)
-    async fn route_8_post_orders(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(36usize);
-            t::push_trusted(&mut u, &self.env_orders_url)?;
-            u.push_str("/v2/");
-            t::push_path_rest(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /api/search` (urlRewriteHandler)
-    async fn route_9_search(&'static self, req: Request, cx: &mut Context) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(69usize);
-            t::push_trusted(&mut u, &self.env_orders_url)?;
-            u.push_str("/v2/search?q=");
-            t::push_query(&mut u, &t::query(&req, "q"));
-            u.push_str("&tenant=");
-            t::push_query(&mut u, t::header(&req, "x-tenant"));
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: false,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /catalog/{+rest}` (urlForwardHandler)
-    async fn route_10_catalog(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_10_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
     }
 }

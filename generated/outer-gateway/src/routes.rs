@@ -2,22 +2,16 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
     ///`PARTNER_BACKEND_URL`
     env_partner_backend_url: ::std::sync::Arc<str>,
-    ///baseUrl of status
-    route_1_base: ::std::string::String,
-    ///baseUrl of benchKey
-    route_3_base: ::std::string::String,
     ///policy `api-key` (ApiKeyInboundPolicy)
     p0_api_key: ::specgate_runtime::policies::ApiKeyInbound,
     ///options of policy `route-by-tier` ($import(./modules/route-by-tier) default)
@@ -28,6 +22,15 @@ pub struct Gateway {
     p3_partner_basic_auth: ::specgate_runtime::policies::BasicAuthInbound,
     ///policy `upstream-key` (SetUpstreamApiKeyInboundPolicy)
     p4_upstream_key: ::specgate_runtime::policies::SetUpstreamApiKeyInbound,
+    /// routes 0 to 3
+    part_0: part_0::Part,
+}
+/// Environment values read at start-up.
+struct Env {
+    ///`INNER_URL`
+    env_inner_url: ::std::sync::Arc<str>,
+    ///`PARTNER_BACKEND_URL`
+    env_partner_backend_url: ::std::sync::Arc<str>,
 }
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "outer-gateway";
@@ -82,20 +85,11 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-        let env_inner_url = env.required("INNER_URL");
-        let env_partner_backend_url = env.required("PARTNER_BACKEND_URL");
-        let route_1_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_inner_url);
-            u
+        let e = Env {
+            env_inner_url: env.required("INNER_URL"),
+            env_partner_backend_url: env.required("PARTNER_BACKEND_URL"),
         };
-        env.check_upstream_url("baseUrl of status", &route_1_base);
-        let route_3_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_inner_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of benchKey", &route_3_base);
+        let part_0 = part_0::Part::configure(env, &e);
         let p0_api_key = env
             .policy::<
                 ::specgate_runtime::policies::ApiKeyInbound,
@@ -127,21 +121,22 @@ impl ::specgate_runtime::Gateway for Gateway {
                 "{\"header\":\"x-api-key\",\"value\":\"$env(INNER_STATIC_KEY)\"}",
             );
         Some(Gateway {
-            env_partner_backend_url,
-            route_1_base,
-            route_3_base,
+            env_partner_backend_url: e.env_partner_backend_url,
             p0_api_key: p0_api_key?,
             p1_route_by_tier: p1_route_by_tier?,
             p2_upstream_jwt: p2_upstream_jwt?,
             p3_partner_basic_auth: p3_partner_basic_auth?,
             p4_upstream_key: p4_upstream_key?,
+            part_0: part_0?,
         })
     }
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
     fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-        vec![self.route_1_base.as_str(), self.route_3_base.as_str()]
+        let mut urls = ::std::vec::Vec::new();
+        self.part_0.upstream_urls(&mut urls);
+        urls
     }
     async fn handle(
         &'static self,
@@ -150,161 +145,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_proxy_to_inner(req, cx).await,
-            1usize => self.route_1_status(req, cx).await,
-            2usize => self.route_2_partner(req, cx).await,
-            3usize => self.route_3_bench_key(req, cx).await,
+            0usize..=3usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`GET /api/{+path}` (urlRewriteHandler)
-    async fn route_0_proxy_to_inner(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_api_key.on_request(req, cx).await,
-            cx,
-            "api-key",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::guard(
-                crate::modules::route_by_tier::default(
-                    req,
-                    cx,
-                    &self.p1_route_by_tier,
-                    "route-by-tier",
-                ),
-            )
-            .await
-        {
-            Ok(out) => {
-                match ::specgate_runtime::policy::settle_policy(
-                    ::specgate_runtime::policy::IntoFlow::into_flow(
-                        out,
-                        "route-by-tier",
-                        cx,
-                    ),
-                    cx,
-                    "route-by-tier",
-                ) {
-                    Ok(r) => r,
-                    Err(resp) => return resp,
-                }
-            }
-            Err(panic) => {
-                return ::specgate_runtime::policy::panicked("route-by-tier", &panic, cx);
-            }
-        };
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p2_upstream_jwt.on_request(req, cx).await,
-            cx,
-            "upstream-jwt",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(33usize);
-            t::push_trusted(&mut u, &cx.custom_text("innerUrl"))?;
-            u.push('/');
-            t::push_path_rest(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /public/status` (urlForwardHandler)
-    async fn route_1_status(&'static self, req: Request, cx: &mut Context) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_1_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /partner/{+path}` (urlRewriteHandler)
-    async fn route_2_partner(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p3_partner_basic_auth.on_request(req, cx).await,
-            cx,
-            "partner-basic-auth",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p4_upstream_key.on_request(req, cx).await,
-            cx,
-            "upstream-key",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(39usize);
-            t::push_trusted(&mut u, &self.env_partner_backend_url)?;
-            u.push_str("/feeds/");
-            t::push_path_rest(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /bench/key/{+rest}` (urlForwardHandler)
-    async fn route_3_bench_key(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_api_key.on_request(req, cx).await,
-            cx,
-            "api-key",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_3_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
     }
 }

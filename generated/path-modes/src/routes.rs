@@ -2,28 +2,23 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
     ///`API_URL`
     env_api_url: ::std::sync::Arc<str>,
-    ///rewritePattern of me
-    route_2_url: ::std::string::String,
-    ///baseUrl of putUser
-    route_4_base: ::std::string::String,
-    ///baseUrl of getStatic
-    route_8_base: ::std::string::String,
-    ///rewritePattern of getReports
-    route_9_url: ::std::string::String,
-    ///location of docs
-    route_10_location: ::std::string::String,
+    /// routes 0 to 11
+    part_0: part_0::Part,
+}
+/// Environment values read at start-up.
+struct Env {
+    ///`API_URL`
+    env_api_url: ::std::sync::Arc<str>,
 }
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "path-modes";
@@ -191,57 +186,22 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-        let env_api_url = env.required("API_URL");
-        let route_2_url = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u.push_str("/users/current");
-            u
+        let e = Env {
+            env_api_url: env.required("API_URL"),
         };
-        env.check_upstream_url("rewritePattern of me", &route_2_url);
-        let route_4_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of putUser", &route_4_base);
-        let route_8_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u.push_str("/cdn");
-            u
-        };
-        env.check_upstream_url("baseUrl of getStatic", &route_8_base);
-        let route_9_url = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u.push_str("/reports");
-            u
-        };
-        env.check_upstream_url("rewritePattern of getReports", &route_9_url);
-        let route_10_location = {
-            let mut u = ::std::string::String::new();
-            u.push_str("https://docs.example.com/api");
-            u
-        };
-        env.check_header_value("location of docs", &route_10_location);
+        let part_0 = part_0::Part::configure(env, &e);
         Some(Gateway {
-            env_api_url,
-            route_2_url,
-            route_4_base,
-            route_8_base,
-            route_9_url,
-            route_10_location,
+            env_api_url: e.env_api_url,
+            part_0: part_0?,
         })
     }
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
     fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-        vec![
-            self.route_2_url.as_str(), self.route_4_base.as_str(), self.route_8_base
-            .as_str(), self.route_9_url.as_str()
-        ]
+        let mut urls = ::std::vec::Vec::new();
+        self.part_0.upstream_urls(&mut urls);
+        urls
     }
     async fn handle(
         &'static self,
@@ -250,275 +210,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_get_user_function_style(req, cx).await,
-            1usize => self.route_1_get_avatar(req, cx).await,
-            2usize => self.route_2_me(req, cx).await,
-            3usize => self.route_3_get_user(req, cx).await,
-            4usize => self.route_4_put_user(req, cx).await,
-            5usize => self.route_5_get_file(req, cx).await,
-            6usize => self.route_6_get_book(req, cx).await,
-            7usize => self.route_7_get_book_by_slug(req, cx).await,
-            8usize => self.route_8_get_static(req, cx).await,
-            9usize => self.route_9_get_reports(req, cx).await,
-            10usize => self.route_10_docs(req, cx).await,
-            11usize => self.route_11_old_user(req, cx).await,
+            0usize..=11usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`GET /users/get({id})` (urlRewriteHandler)
-    async fn route_0_get_user_function_style(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(39usize);
-            t::push_trusted(&mut u, &self.env_api_url)?;
-            u.push_str("/users/");
-            t::push_path_segment(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /users/{id}/avatar.{format}` (urlRewriteHandler)
-    async fn route_1_get_avatar(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(65usize);
-            t::push_trusted(&mut u, &self.env_api_url)?;
-            u.push_str("/avatars/");
-            t::push_path_segment(&mut u, req.params.at(0usize))?;
-            u.push_str("?format=");
-            t::push_query(&mut u, req.params.at(1usize));
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /users/me` (urlRewriteHandler)
-    async fn route_2_me(&'static self, req: Request, cx: &mut Context) -> Response {
-        handlers::url_rewrite(
-                req,
-                cx,
-                self.route_2_url.clone(),
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /users/{id}` (urlRewriteHandler)
-    async fn route_3_get_user(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(39usize);
-            t::push_trusted(&mut u, &self.env_api_url)?;
-            u.push_str("/users/");
-            t::push_path_segment(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`PUT /users/{id}` (urlForwardHandler)
-    async fn route_4_put_user(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_4_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /files/{+path}` (urlRewriteHandler)
-    async fn route_5_get_file(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(41usize);
-            t::push_trusted(&mut u, &self.env_api_url)?;
-            u.push_str("/storage/");
-            t::push_path_rest(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: false,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /v1/books/:id(\d+)` (urlRewriteHandler)
-    async fn route_6_get_book(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(39usize);
-            t::push_trusted(&mut u, &self.env_api_url)?;
-            u.push_str("/books/");
-            t::push_path_segment(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /v1/books/:slug` (urlRewriteHandler)
-    async fn route_7_get_book_by_slug(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(47usize);
-            t::push_trusted(&mut u, &self.env_api_url)?;
-            u.push_str("/books/by-slug/");
-            t::push_path_segment(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /v1/static/*` (urlForwardHandler)
-    async fn route_8_get_static(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_8_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /v1/reports{/}?` (urlRewriteHandler)
-    async fn route_9_get_reports(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_rewrite(
-                req,
-                cx,
-                self.route_9_url.clone(),
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /docs` (redirectHandler)
-    async fn route_10_docs(&'static self, req: Request, cx: &mut Context) -> Response {
-        drop(req);
-        handlers::redirect(cx, &self.route_10_location, 301u16)
-    }
-    ///`GET /old/users/{id}` (redirectHandler)
-    async fn route_11_old_user(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let location = match (|| -> ::std::result::Result<
-            ::std::string::String,
-            Problem,
-        > {
-            let mut u = ::std::string::String::with_capacity(23usize);
-            u.push_str("/users/");
-            t::push_path_segment(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        drop(req);
-        handlers::redirect(cx, &location, 308u16)
     }
 }

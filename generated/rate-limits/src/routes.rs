@@ -2,42 +2,14 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
-    ///baseUrl of byIp
-    route_0_base: ::std::string::String,
-    ///baseUrl of global
-    route_1_base: ::std::string::String,
-    ///baseUrl of byUser
-    route_2_base: ::std::string::String,
-    ///baseUrl of byFunction
-    route_3_base: ::std::string::String,
-    ///baseUrl of combined
-    route_4_base: ::std::string::String,
-    ///baseUrl of strictStore
-    route_5_base: ::std::string::String,
-    ///baseUrl of dailyQuota
-    route_6_base: ::std::string::String,
-    ///baseUrl of planQuota
-    route_7_base: ::std::string::String,
-    ///baseUrl of benchPlain
-    route_8_base: ::std::string::String,
-    ///baseUrl of benchLimited
-    route_9_base: ::std::string::String,
-    ///baseUrl of complexTokens
-    route_10_base: ::std::string::String,
-    ///baseUrl of complexPerCustomer
-    route_11_base: ::std::string::String,
-    ///baseUrl of asyncShared
-    route_12_base: ::std::string::String,
     ///policy `per-ip` (RateLimitInboundPolicy)
     p0_per_ip: ::specgate_runtime::policies::RateLimitInbound,
     ///policy `global-10` (RateLimitInboundPolicy)
@@ -70,6 +42,13 @@ pub struct Gateway {
     p13_tokens_per_customer: ::specgate_runtime::policies::ComplexRateLimitInbound,
     ///policy `async-shared` (RateLimitInboundPolicy)
     p15_async_shared: ::specgate_runtime::policies::RateLimitInbound,
+    /// routes 0 to 12
+    part_0: part_0::Part,
+}
+/// Environment values read at start-up.
+struct Env {
+    ///`API_URL`
+    env_api_url: ::std::sync::Arc<str>,
 }
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "rate-limits";
@@ -225,85 +204,10 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-        let env_api_url = env.required("API_URL");
-        let route_0_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
+        let e = Env {
+            env_api_url: env.required("API_URL"),
         };
-        env.check_upstream_url("baseUrl of byIp", &route_0_base);
-        let route_1_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of global", &route_1_base);
-        let route_2_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of byUser", &route_2_base);
-        let route_3_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of byFunction", &route_3_base);
-        let route_4_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of combined", &route_4_base);
-        let route_5_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of strictStore", &route_5_base);
-        let route_6_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of dailyQuota", &route_6_base);
-        let route_7_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of planQuota", &route_7_base);
-        let route_8_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of benchPlain", &route_8_base);
-        let route_9_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of benchLimited", &route_9_base);
-        let route_10_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of complexTokens", &route_10_base);
-        let route_11_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of complexPerCustomer", &route_11_base);
-        let route_12_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of asyncShared", &route_12_base);
+        let part_0 = part_0::Part::configure(env, &e);
         let p0_per_ip = env
             .policy::<
                 ::specgate_runtime::policies::RateLimitInbound,
@@ -443,19 +347,6 @@ impl ::specgate_runtime::Gateway for Gateway {
                 "{\"rateLimitBy\":\"all\",\"requestsAllowed\":6,\"timeWindowMinutes\":0.05,\"mode\":\"async\"}",
             );
         Some(Gateway {
-            route_0_base,
-            route_1_base,
-            route_2_base,
-            route_3_base,
-            route_4_base,
-            route_5_base,
-            route_6_base,
-            route_7_base,
-            route_8_base,
-            route_9_base,
-            route_10_base,
-            route_11_base,
-            route_12_base,
             p0_per_ip: p0_per_ip?,
             p1_global_10: p1_global_10?,
             p2_partners: p2_partners?,
@@ -472,20 +363,16 @@ impl ::specgate_runtime::Gateway for Gateway {
             p14_count_upstream_tokens: p14_count_upstream_tokens?,
             p13_tokens_per_customer: p13_tokens_per_customer?,
             p15_async_shared: p15_async_shared?,
+            part_0: part_0?,
         })
     }
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
     fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-        vec![
-            self.route_0_base.as_str(), self.route_1_base.as_str(), self.route_2_base
-            .as_str(), self.route_3_base.as_str(), self.route_4_base.as_str(), self
-            .route_5_base.as_str(), self.route_6_base.as_str(), self.route_7_base
-            .as_str(), self.route_8_base.as_str(), self.route_9_base.as_str(), self
-            .route_10_base.as_str(), self.route_11_base.as_str(), self.route_12_base
-            .as_str()
-        ]
+        let mut urls = ::std::vec::Vec::new();
+        self.part_0.upstream_urls(&mut urls);
+        urls
     }
     async fn handle(
         &'static self,
@@ -494,432 +381,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_by_ip(req, cx).await,
-            1usize => self.route_1_global(req, cx).await,
-            2usize => self.route_2_by_user(req, cx).await,
-            3usize => self.route_3_by_function(req, cx).await,
-            4usize => self.route_4_combined(req, cx).await,
-            5usize => self.route_5_strict_store(req, cx).await,
-            6usize => self.route_6_daily_quota(req, cx).await,
-            7usize => self.route_7_plan_quota(req, cx).await,
-            8usize => self.route_8_bench_plain(req, cx).await,
-            9usize => self.route_9_bench_limited(req, cx).await,
-            10usize => self.route_10_complex_tokens(req, cx).await,
-            11usize => self.route_11_complex_per_customer(req, cx).await,
-            12usize => self.route_12_async_shared(req, cx).await,
+            0usize..=12usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`GET /limited/ip` (urlForwardHandler)
-    async fn route_0_by_ip(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_per_ip.on_request(req, cx).await,
-            cx,
-            "per-ip",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_0_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /limited/all` (urlForwardHandler)
-    async fn route_1_global(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p1_global_10.on_request(req, cx).await,
-            cx,
-            "global-10",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_1_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /limited/user` (urlForwardHandler)
-    async fn route_2_by_user(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p2_partners.on_request(req, cx).await,
-            cx,
-            "partners",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p3_per_user.on_request(req, cx).await,
-            cx,
-            "per-user",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_2_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /limited/function` (urlForwardHandler)
-    async fn route_3_by_function(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p4_per_customer.on_request(req, cx).await,
-            cx,
-            "per-customer",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_3_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /limited/combined` (urlForwardHandler)
-    async fn route_4_combined(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p5_global_strict.on_request(req, cx).await,
-            cx,
-            "global-strict",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p6_per_ip_loose.on_request(req, cx).await,
-            cx,
-            "per-ip-loose",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_4_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /limited/strict-store` (urlForwardHandler)
-    async fn route_5_strict_store(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p7_fail_closed.on_request(req, cx).await,
-            cx,
-            "fail-closed",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_5_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /quota/daily/{+rest}` (urlForwardHandler)
-    async fn route_6_daily_quota(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p2_partners.on_request(req, cx).await,
-            cx,
-            "partners",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p9_daily_quota.on_request(req, cx).await,
-            cx,
-            "daily-quota",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_6_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /quota/plan` (urlForwardHandler)
-    async fn route_7_plan_quota(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p10_plan_quota.on_request(req, cx).await,
-            cx,
-            "plan-quota",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let head = req.head();
-        let mut resp: Response = async {
-            handlers::url_forward(
-                    req,
-                    cx,
-                    &self.route_7_base,
-                    ForwardOptions {
-                        forward_search: true,
-                        follow_redirects: false,
-                    },
-                )
-                .await
-        }
-            .await;
-        resp = match ::specgate_runtime::policy::guard(
-                crate::modules::limits::count_tokens(
-                    resp,
-                    &head,
-                    cx,
-                    &self.p11_count_tokens,
-                    "count-tokens",
-                ),
-            )
-            .await
-        {
-            Ok(out) => {
-                ::specgate_runtime::policy::IntoResponseResult::into_response_result(
-                    out,
-                    "count-tokens",
-                    cx,
-                )
-            }
-            Err(panic) => {
-                ::specgate_runtime::policy::panicked("count-tokens", &panic, cx)
-            }
-        };
-        resp
-    }
-    ///`GET /bench/plain` (urlForwardHandler)
-    async fn route_8_bench_plain(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_8_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /bench/limited` (urlForwardHandler)
-    async fn route_9_bench_limited(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p8_bench_limit.on_request(req, cx).await,
-            cx,
-            "bench-limit",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_9_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /complex/{+rest}` (urlForwardHandler)
-    async fn route_10_complex_tokens(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p12_token_budget.on_request(req, cx).await,
-            cx,
-            "token-budget",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let head = req.head();
-        let mut resp: Response = async {
-            handlers::url_forward(
-                    req,
-                    cx,
-                    &self.route_10_base,
-                    ForwardOptions {
-                        forward_search: true,
-                        follow_redirects: false,
-                    },
-                )
-                .await
-        }
-            .await;
-        resp = match ::specgate_runtime::policy::guard(
-                crate::modules::limits::count_upstream_tokens(
-                    resp,
-                    &head,
-                    cx,
-                    &self.p14_count_upstream_tokens,
-                    "count-upstream-tokens",
-                ),
-            )
-            .await
-        {
-            Ok(out) => {
-                ::specgate_runtime::policy::IntoResponseResult::into_response_result(
-                    out,
-                    "count-upstream-tokens",
-                    cx,
-                )
-            }
-            Err(panic) => {
-                ::specgate_runtime::policy::panicked("count-upstream-tokens", &panic, cx)
-            }
-        };
-        resp
-    }
-    ///`GET /complex-customer/{+rest}` (urlForwardHandler)
-    async fn route_11_complex_per_customer(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p13_tokens_per_customer.on_request(req, cx).await,
-            cx,
-            "tokens-per-customer",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let head = req.head();
-        let mut resp: Response = async {
-            handlers::url_forward(
-                    req,
-                    cx,
-                    &self.route_11_base,
-                    ForwardOptions {
-                        forward_search: true,
-                        follow_redirects: false,
-                    },
-                )
-                .await
-        }
-            .await;
-        resp = match ::specgate_runtime::policy::guard(
-                crate::modules::limits::count_upstream_tokens(
-                    resp,
-                    &head,
-                    cx,
-                    &self.p14_count_upstream_tokens,
-                    "count-upstream-tokens",
-                ),
-            )
-            .await
-        {
-            Ok(out) => {
-                ::specgate_runtime::policy::IntoResponseResult::into_response_result(
-                    out,
-                    "count-upstream-tokens",
-                    cx,
-                )
-            }
-            Err(panic) => {
-                ::specgate_runtime::policy::panicked("count-upstream-tokens", &panic, cx)
-            }
-        };
-        resp
-    }
-    ///`GET /limited/async` (urlForwardHandler)
-    async fn route_12_async_shared(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p15_async_shared.on_request(req, cx).await,
-            cx,
-            "async-shared",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_12_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
     }
 }

@@ -2,24 +2,16 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
     ///`PRICING_URL`
     env_pricing_url: ::std::sync::Arc<str>,
-    ///rewritePattern of createQuote
-    route_4_url: ::std::string::String,
-    ///baseUrl of pricingReports
-    route_5_base: ::std::string::String,
-    ///rewritePattern of suggest
-    route_7_path: ::std::string::String,
     ///upstreams of products
     pool_0: ::std::sync::Arc<::specgate_runtime::upstreams::UpstreamPool>,
     ///upstreams of readInventory
@@ -40,6 +32,25 @@ pub struct Gateway {
     route_6_upstream: ::specgate_runtime::upstreams::RouteUpstream,
     ///upstream settings of suggest
     route_7_upstream: ::specgate_runtime::upstreams::RouteUpstream,
+    /// routes 0 to 7
+    part_0: part_0::Part,
+}
+/// Environment values read at start-up.
+struct Env {
+    ///`CATALOG_CANARY_URL`
+    env_catalog_canary_url: ::std::sync::Arc<str>,
+    ///`CATALOG_STABLE_URL`
+    env_catalog_stable_url: ::std::sync::Arc<str>,
+    ///`INVENTORY_A_URL`
+    env_inventory_a_url: ::std::sync::Arc<str>,
+    ///`INVENTORY_B_URL`
+    env_inventory_b_url: ::std::sync::Arc<str>,
+    ///`PRICING_URL`
+    env_pricing_url: ::std::sync::Arc<str>,
+    ///`SEARCH_A_URL`
+    env_search_a_url: ::std::sync::Arc<str>,
+    ///`SEARCH_B_URL`
+    env_search_b_url: ::std::sync::Arc<str>,
 }
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "resilience";
@@ -138,41 +149,26 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-        let env_catalog_canary_url = env.required("CATALOG_CANARY_URL");
-        let env_catalog_stable_url = env.required("CATALOG_STABLE_URL");
-        let env_inventory_a_url = env.required("INVENTORY_A_URL");
-        let env_inventory_b_url = env.required("INVENTORY_B_URL");
-        let env_pricing_url = env.required("PRICING_URL");
-        let env_search_a_url = env.required("SEARCH_A_URL");
-        let env_search_b_url = env.required("SEARCH_B_URL");
-        let route_4_url = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_pricing_url);
-            u.push_str("/v1/quotes");
-            u
+        let e = Env {
+            env_catalog_canary_url: env.required("CATALOG_CANARY_URL"),
+            env_catalog_stable_url: env.required("CATALOG_STABLE_URL"),
+            env_inventory_a_url: env.required("INVENTORY_A_URL"),
+            env_inventory_b_url: env.required("INVENTORY_B_URL"),
+            env_pricing_url: env.required("PRICING_URL"),
+            env_search_a_url: env.required("SEARCH_A_URL"),
+            env_search_b_url: env.required("SEARCH_B_URL"),
         };
-        env.check_upstream_url("rewritePattern of createQuote", &route_4_url);
-        let route_5_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_pricing_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of pricingReports", &route_5_base);
-        let route_7_path = {
-            let mut u = ::std::string::String::new();
-            u.push_str("/suggest");
-            u
-        };
+        let part_0 = part_0::Part::configure(env, &e);
         let pool_0 = {
             let url_0 = {
                 let mut u = ::std::string::String::new();
-                u.push_str(&env_catalog_stable_url);
+                u.push_str(&e.env_catalog_stable_url);
                 u
             };
             env.check_upstream_url("upstreams[0] of products", &url_0);
             let url_1 = {
                 let mut u = ::std::string::String::new();
-                u.push_str(&env_catalog_canary_url);
+                u.push_str(&e.env_catalog_canary_url);
                 u
             };
             env.check_upstream_url("upstreams[1] of products", &url_1);
@@ -196,13 +192,13 @@ impl ::specgate_runtime::Gateway for Gateway {
         let pool_1 = {
             let url_0 = {
                 let mut u = ::std::string::String::new();
-                u.push_str(&env_inventory_a_url);
+                u.push_str(&e.env_inventory_a_url);
                 u
             };
             env.check_upstream_url("upstreams[0] of readInventory", &url_0);
             let url_1 = {
                 let mut u = ::std::string::String::new();
-                u.push_str(&env_inventory_b_url);
+                u.push_str(&e.env_inventory_b_url);
                 u
             };
             env.check_upstream_url("upstreams[1] of readInventory", &url_1);
@@ -226,13 +222,13 @@ impl ::specgate_runtime::Gateway for Gateway {
         let pool_2 = {
             let url_0 = {
                 let mut u = ::std::string::String::new();
-                u.push_str(&env_search_a_url);
+                u.push_str(&e.env_search_a_url);
                 u
             };
             env.check_upstream_url("upstreams[0] of search", &url_0);
             let url_1 = {
                 let mut u = ::std::string::String::new();
-                u.push_str(&env_search_b_url);
+                u.push_str(&e.env_search_b_url);
                 u
             };
             env.check_upstream_url("upstreams[1] of search", &url_1);
@@ -344,10 +340,7 @@ impl ::specgate_runtime::Gateway for Gateway {
             Some(::std::sync::Arc::clone(&pool_2)),
         );
         Some(Gateway {
-            env_pricing_url,
-            route_4_url,
-            route_5_base,
-            route_7_path,
+            env_pricing_url: e.env_pricing_url,
             pool_0,
             pool_1,
             pool_2,
@@ -358,14 +351,15 @@ impl ::specgate_runtime::Gateway for Gateway {
             route_4_upstream,
             route_6_upstream,
             route_7_upstream,
+            part_0: part_0?,
         })
     }
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
     fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-        #[allow(unused_mut)]
-        let mut urls = vec![self.route_4_url.as_str(), self.route_5_base.as_str()];
+        let mut urls = ::std::vec::Vec::new();
+        self.part_0.upstream_urls(&mut urls);
         urls.extend(self.pool_0.urls());
         urls.extend(self.pool_1.urls());
         urls.extend(self.pool_2.urls());
@@ -387,162 +381,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_products(req, cx).await,
-            1usize => self.route_1_read_inventory(req, cx).await,
-            2usize => self.route_2_reserve_stock(req, cx).await,
-            3usize => self.route_3_get_quote(req, cx).await,
-            4usize => self.route_4_create_quote(req, cx).await,
-            5usize => self.route_5_pricing_reports(req, cx).await,
-            6usize => self.route_6_search(req, cx).await,
-            7usize => self.route_7_suggest(req, cx).await,
+            0usize..=7usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`GET /products/{+path}` (urlForwardHandler)
-    async fn route_0_products(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward_via(
-                req,
-                cx,
-                "",
-                &self.route_0_upstream,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /inventory/{+path}` (urlForwardHandler)
-    async fn route_1_read_inventory(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward_via(
-                req,
-                cx,
-                "",
-                &self.route_1_upstream,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`POST /inventory/{+path}` (urlForwardHandler)
-    async fn route_2_reserve_stock(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward_via(
-                req,
-                cx,
-                "",
-                &self.route_2_upstream,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /quotes/{id}` (urlRewriteHandler)
-    async fn route_3_get_quote(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(43usize);
-            t::push_trusted(&mut u, &self.env_pricing_url)?;
-            u.push_str("/v1/quotes/");
-            t::push_path_segment(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite_via(
-                req,
-                cx,
-                url,
-                &self.route_3_upstream,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`POST /quotes` (urlRewriteHandler)
-    async fn route_4_create_quote(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_rewrite_via(
-                req,
-                cx,
-                self.route_4_url.clone(),
-                &self.route_4_upstream,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /reports/{+path}` (urlForwardHandler)
-    async fn route_5_pricing_reports(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_5_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /search` (urlForwardHandler)
-    async fn route_6_search(&'static self, req: Request, cx: &mut Context) -> Response {
-        handlers::url_forward_via(
-                req,
-                cx,
-                "",
-                &self.route_6_upstream,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /search/suggest` (urlRewriteHandler)
-    async fn route_7_suggest(&'static self, req: Request, cx: &mut Context) -> Response {
-        handlers::url_rewrite_via(
-                req,
-                cx,
-                self.route_7_path.clone(),
-                &self.route_7_upstream,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
     }
 }

@@ -2,30 +2,16 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-const EXAMPLES_R0: &[::specgate_runtime::policies::MockExample] = &[
-    ::specgate_runtime::policies::MockExample {
-        status: 200u16,
-        content_type: "application/json",
-        name: "",
-        body: "{\"message\":\"Hello from specgate\"}",
-    },
-];
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
     ///`API_URL`
     env_api_url: ::std::sync::Arc<str>,
-    ///baseUrl of hello
-    route_0_base: ::std::string::String,
-    ///policy `mock-hello` (MockApiInboundPolicy)
-    p0_mock_hello_r0: ::specgate_runtime::policies::MockApiInbound,
     ///policy `rate-limit` (RateLimitInboundPolicy)
     p1_rate_limit: ::specgate_runtime::policies::RateLimitInbound,
     ///options of policy `greeting` ($import(./modules/greeting) default)
@@ -34,6 +20,13 @@ pub struct Gateway {
     p3_powered_by: ::specgate_runtime::policies::SetHeadersOutbound,
     ///CORS policy `anything-goes`
     cors_anything_goes: ::specgate_runtime::cors::CorsPolicy,
+    /// routes 0 to 3
+    part_0: part_0::Part,
+}
+/// Environment values read at start-up.
+struct Env {
+    ///`API_URL`
+    env_api_url: ::std::sync::Arc<str>,
 }
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "starter";
@@ -88,16 +81,10 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-        let env_api_url = env.required("API_URL");
-        let route_0_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
+        let e = Env {
+            env_api_url: env.required("API_URL"),
         };
-        env.check_upstream_url("baseUrl of hello", &route_0_base);
-        let p0_mock_hello_r0 = env
-            .policy::<::specgate_runtime::policies::MockApiInbound>("mock-hello", "{}")
-            .map(|p| p.with_examples(EXAMPLES_R0));
+        let part_0 = part_0::Part::configure(env, &e);
         let p1_rate_limit = env
             .policy::<
                 ::specgate_runtime::policies::RateLimitInbound,
@@ -118,13 +105,12 @@ impl ::specgate_runtime::Gateway for Gateway {
             );
         let cors_anything_goes = ::specgate_runtime::cors::CorsPolicy::anything_goes();
         Some(Gateway {
-            env_api_url,
-            route_0_base,
-            p0_mock_hello_r0: p0_mock_hello_r0?,
+            env_api_url: e.env_api_url,
             p1_rate_limit: p1_rate_limit?,
             p2_greeting: p2_greeting?,
             p3_powered_by: p3_powered_by?,
             cors_anything_goes,
+            part_0: part_0?,
         })
     }
     fn hooks() -> Self::Hooks {
@@ -140,7 +126,9 @@ impl ::specgate_runtime::Gateway for Gateway {
         }
     }
     fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-        vec![self.route_0_base.as_str()]
+        let mut urls = ::std::vec::Vec::new();
+        self.part_0.upstream_urls(&mut urls);
+        urls
     }
     async fn handle(
         &'static self,
@@ -149,162 +137,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_hello(req, cx).await,
-            1usize => self.route_1_echo_get(req, cx).await,
-            2usize => self.route_2_echo_post(req, cx).await,
-            3usize => self.route_3_openapi(req, cx).await,
+            0usize..=3usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`GET /hello` (urlForwardHandler)
-    async fn route_0_hello(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_mock_hello_r0.on_request(req, cx).await,
-            cx,
-            "mock-hello",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_0_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /echo/{+path}` (urlRewriteHandler)
-    async fn route_1_echo_get(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p1_rate_limit.on_request(req, cx).await,
-            cx,
-            "rate-limit",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::guard(
-                crate::modules::greeting::default(req, cx, &self.p2_greeting, "greeting"),
-            )
-            .await
-        {
-            Ok(out) => {
-                match ::specgate_runtime::policy::settle_policy(
-                    ::specgate_runtime::policy::IntoFlow::into_flow(out, "greeting", cx),
-                    cx,
-                    "greeting",
-                ) {
-                    Ok(r) => r,
-                    Err(resp) => return resp,
-                }
-            }
-            Err(panic) => {
-                return ::specgate_runtime::policy::panicked("greeting", &panic, cx);
-            }
-        };
-        let head = req.head();
-        let mut resp: Response = async {
-            let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-                let mut u = ::std::string::String::with_capacity(33usize);
-                t::push_trusted(&mut u, &self.env_api_url)?;
-                u.push('/');
-                t::push_path_rest(&mut u, req.params.at(0usize))?;
-                Ok(u)
-            })() {
-                Ok(u) => u,
-                Err(p) => return handlers::template_failed(p, cx),
-            };
-            handlers::url_rewrite(
-                    req,
-                    cx,
-                    url,
-                    ForwardOptions {
-                        forward_search: true,
-                        follow_redirects: false,
-                    },
-                )
-                .await
-        }
-            .await;
-        resp = self.p3_powered_by.on_response(resp, &head, cx).await;
-        resp
-    }
-    ///`POST /echo/{+path}` (urlRewriteHandler)
-    async fn route_2_echo_post(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p1_rate_limit.on_request(req, cx).await,
-            cx,
-            "rate-limit",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::guard(
-                crate::modules::greeting::default(req, cx, &self.p2_greeting, "greeting"),
-            )
-            .await
-        {
-            Ok(out) => {
-                match ::specgate_runtime::policy::settle_policy(
-                    ::specgate_runtime::policy::IntoFlow::into_flow(out, "greeting", cx),
-                    cx,
-                    "greeting",
-                ) {
-                    Ok(r) => r,
-                    Err(resp) => return resp,
-                }
-            }
-            Err(panic) => {
-                return ::specgate_runtime::policy::panicked("greeting", &panic, cx);
-            }
-        };
-        let head = req.head();
-        let mut resp: Response = async {
-            let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-                let mut u = ::std::string::String::with_capacity(33usize);
-                t::push_trusted(&mut u, &self.env_api_url)?;
-                u.push('/');
-                t::push_path_rest(&mut u, req.params.at(0usize))?;
-                Ok(u)
-            })() {
-                Ok(u) => u,
-                Err(p) => return handlers::template_failed(p, cx),
-            };
-            handlers::url_rewrite(
-                    req,
-                    cx,
-                    url,
-                    ForwardOptions {
-                        forward_search: true,
-                        follow_redirects: false,
-                    },
-                )
-                .await
-        }
-            .await;
-        resp = self.p3_powered_by.on_response(resp, &head, cx).await;
-        resp
-    }
-    ///`GET /openapi.json` (openApiSpecHandler)
-    async fn route_3_openapi(&'static self, req: Request, cx: &mut Context) -> Response {
-        let _ = &cx;
-        handlers::openapi_document(
-            &req,
-            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")),
-        )
     }
 }

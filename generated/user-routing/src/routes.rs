@@ -2,15 +2,13 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
     ///options of policy `consumer-auth` ($import(./modules/consumer-auth) default)
     p0_consumer_auth: crate::modules::consumer_auth::Options,
@@ -23,6 +21,8 @@ pub struct Gateway {
     ///options of policy `hybrid-routing` ($import(./modules/hybrid-routing) default)
     p4_hybrid_routing: ::specgate_runtime::serde_json::Value,
 }
+/// Environment values read at start-up.
+struct Env {}
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "user-routing";
     const ROUTES: &'static [RouteSpec] = &[
@@ -80,6 +80,8 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
+        let e = Env {};
+        let _ = &e;
         let p0_consumer_auth = env
             .options::<
                 crate::modules::consumer_auth::Options,
@@ -114,357 +116,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_environment_routing(req, cx).await,
-            1usize => self.route_1_customer_routing(req, cx).await,
-            2usize => self.route_2_customer_routing_dynamic(req, cx).await,
-            3usize => self.route_3_hybrid_routing(req, cx).await,
+            0usize..=3usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`GET /env/v1/{+path}` (urlRewriteHandler)
-    async fn route_0_environment_routing(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::guard(
-                crate::modules::consumer_auth::default(
-                    req,
-                    cx,
-                    &self.p0_consumer_auth,
-                    "consumer-auth",
-                ),
-            )
-            .await
-        {
-            Ok(out) => {
-                match ::specgate_runtime::policy::settle_policy(
-                    ::specgate_runtime::policy::IntoFlow::into_flow(
-                        out,
-                        "consumer-auth",
-                        cx,
-                    ),
-                    cx,
-                    "consumer-auth",
-                ) {
-                    Ok(r) => r,
-                    Err(resp) => return resp,
-                }
-            }
-            Err(panic) => {
-                return ::specgate_runtime::policy::panicked("consumer-auth", &panic, cx);
-            }
-        };
-        let req = match ::specgate_runtime::policy::guard(
-                crate::modules::environment_routing::default(
-                    req,
-                    cx,
-                    &self.p1_environment_routing,
-                    "environment-routing",
-                ),
-            )
-            .await
-        {
-            Ok(out) => {
-                match ::specgate_runtime::policy::settle_policy(
-                    ::specgate_runtime::policy::IntoFlow::into_flow(
-                        out,
-                        "environment-routing",
-                        cx,
-                    ),
-                    cx,
-                    "environment-routing",
-                ) {
-                    Ok(r) => r,
-                    Err(resp) => return resp,
-                }
-            }
-            Err(panic) => {
-                return ::specgate_runtime::policy::panicked(
-                    "environment-routing",
-                    &panic,
-                    cx,
-                );
-            }
-        };
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(33usize);
-            t::push_trusted(&mut u, &cx.custom_text("downstreamUrl"))?;
-            u.push('/');
-            t::push_path_rest(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /customers/v1/{+path}` (urlRewriteHandler)
-    async fn route_1_customer_routing(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::guard(
-                crate::modules::consumer_auth::default(
-                    req,
-                    cx,
-                    &self.p0_consumer_auth,
-                    "consumer-auth",
-                ),
-            )
-            .await
-        {
-            Ok(out) => {
-                match ::specgate_runtime::policy::settle_policy(
-                    ::specgate_runtime::policy::IntoFlow::into_flow(
-                        out,
-                        "consumer-auth",
-                        cx,
-                    ),
-                    cx,
-                    "consumer-auth",
-                ) {
-                    Ok(r) => r,
-                    Err(resp) => return resp,
-                }
-            }
-            Err(panic) => {
-                return ::specgate_runtime::policy::panicked("consumer-auth", &panic, cx);
-            }
-        };
-        let req = match ::specgate_runtime::policy::guard(
-                crate::modules::customer_routing::default(
-                    req,
-                    cx,
-                    &self.p2_customer_routing,
-                    "customer-routing",
-                ),
-            )
-            .await
-        {
-            Ok(out) => {
-                match ::specgate_runtime::policy::settle_policy(
-                    ::specgate_runtime::policy::IntoFlow::into_flow(
-                        out,
-                        "customer-routing",
-                        cx,
-                    ),
-                    cx,
-                    "customer-routing",
-                ) {
-                    Ok(r) => r,
-                    Err(resp) => return resp,
-                }
-            }
-            Err(panic) => {
-                return ::specgate_runtime::policy::panicked(
-                    "customer-routing",
-                    &panic,
-                    cx,
-                );
-            }
-        };
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(33usize);
-            t::push_trusted(&mut u, &cx.custom_text("downstreamUrl"))?;
-            u.push('/');
-            t::push_path_rest(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /dynamic/v1/{+path}` (urlRewriteHandler)
-    async fn route_2_customer_routing_dynamic(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::guard(
-                crate::modules::consumer_auth::default(
-                    req,
-                    cx,
-                    &self.p0_consumer_auth,
-                    "consumer-auth",
-                ),
-            )
-            .await
-        {
-            Ok(out) => {
-                match ::specgate_runtime::policy::settle_policy(
-                    ::specgate_runtime::policy::IntoFlow::into_flow(
-                        out,
-                        "consumer-auth",
-                        cx,
-                    ),
-                    cx,
-                    "consumer-auth",
-                ) {
-                    Ok(r) => r,
-                    Err(resp) => return resp,
-                }
-            }
-            Err(panic) => {
-                return ::specgate_runtime::policy::panicked("consumer-auth", &panic, cx);
-            }
-        };
-        let req = match ::specgate_runtime::policy::guard(
-                crate::modules::customer_routing_dynamic::default(
-                    req,
-                    cx,
-                    &self.p3_customer_routing_dynamic,
-                    "customer-routing-dynamic",
-                ),
-            )
-            .await
-        {
-            Ok(out) => {
-                match ::specgate_runtime::policy::settle_policy(
-                    ::specgate_runtime::policy::IntoFlow::into_flow(
-                        out,
-                        "customer-routing-dynamic",
-                        cx,
-                    ),
-                    cx,
-                    "customer-routing-dynamic",
-                ) {
-                    Ok(r) => r,
-                    Err(resp) => return resp,
-                }
-            }
-            Err(panic) => {
-                return ::specgate_runtime::policy::panicked(
-                    "customer-routing-dynamic",
-                    &panic,
-                    cx,
-                );
-            }
-        };
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(33usize);
-            t::push_trusted(&mut u, &cx.custom_text("downstreamUrl"))?;
-            u.push('/');
-            t::push_path_rest(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /hybrid/v1/{+path}` (urlRewriteHandler)
-    async fn route_3_hybrid_routing(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::guard(
-                crate::modules::consumer_auth::default(
-                    req,
-                    cx,
-                    &self.p0_consumer_auth,
-                    "consumer-auth",
-                ),
-            )
-            .await
-        {
-            Ok(out) => {
-                match ::specgate_runtime::policy::settle_policy(
-                    ::specgate_runtime::policy::IntoFlow::into_flow(
-                        out,
-                        "consumer-auth",
-                        cx,
-                    ),
-                    cx,
-                    "consumer-auth",
-                ) {
-                    Ok(r) => r,
-                    Err(resp) => return resp,
-                }
-            }
-            Err(panic) => {
-                return ::specgate_runtime::policy::panicked("consumer-auth", &panic, cx);
-            }
-        };
-        let req = match ::specgate_runtime::policy::guard(
-                crate::modules::hybrid_routing::default(
-                    req,
-                    cx,
-                    &self.p4_hybrid_routing,
-                    "hybrid-routing",
-                ),
-            )
-            .await
-        {
-            Ok(out) => {
-                match ::specgate_runtime::policy::settle_policy(
-                    ::specgate_runtime::policy::IntoFlow::into_flow(
-                        out,
-                        "hybrid-routing",
-                        cx,
-                    ),
-                    cx,
-                    "hybrid-routing",
-                ) {
-                    Ok(r) => r,
-                    Err(resp) => return resp,
-                }
-            }
-            Err(panic) => {
-                return ::specgate_runtime::policy::panicked("hybrid-routing", &panic, cx);
-            }
-        };
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(33usize);
-            t::push_trusted(&mut u, &cx.custom_text("downstreamUrl"))?;
-            u.push('/');
-            t::push_path_rest(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
     }
 }

@@ -2,124 +2,14 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-static OPERATION_R0: ::specgate_runtime::validation::Operation = {
-    use ::specgate_runtime::validation as V;
-    V::Operation {
-        parameters: &[
-            V::Parameter {
-                name: "draft",
-                location: V::In::Query,
-                required: false,
-                style: V::Style::Form,
-                explode: true,
-                schema: V::ParamSchema::Simple(V::Simple {
-                    ty: V::SimpleType::Boolean,
-                    enumeration: &[],
-                    minimum: None,
-                    maximum: None,
-                    exclusive_minimum: None,
-                    exclusive_maximum: None,
-                    multiple_of: None,
-                    min_length: None,
-                    max_length: None,
-                    pattern: None,
-                    format: None,
-                }),
-            },
-        ],
-        body: Some(V::RequestBody {
-            required: true,
-            content: &[
-                V::MediaType {
-                    media_type: "application/json",
-                    schema: Some(
-                        "{\"type\":\"object\",\"required\":[\"title\"],\"additionalProperties\":false,\"properties\":{\"title\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":200},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"},\"maxItems\":10}}}",
-                    ),
-                },
-            ],
-        }),
-    }
-};
-static OPERATION_R1: ::specgate_runtime::validation::Operation = {
-    use ::specgate_runtime::validation as V;
-    V::Operation {
-        parameters: &[
-            V::Parameter {
-                name: "id",
-                location: V::In::Path,
-                required: true,
-                style: V::Style::Simple,
-                explode: false,
-                schema: V::ParamSchema::Simple(V::Simple {
-                    ty: V::SimpleType::Integer,
-                    enumeration: &[],
-                    minimum: Some(1f64),
-                    maximum: None,
-                    exclusive_minimum: None,
-                    exclusive_maximum: None,
-                    multiple_of: None,
-                    min_length: None,
-                    max_length: None,
-                    pattern: None,
-                    format: None,
-                }),
-            },
-        ],
-        body: None,
-    }
-};
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
-    ///baseUrl of createNote
-    route_0_base: ::std::string::String,
-    ///baseUrl of catalogItem
-    route_1_base: ::std::string::String,
-    ///baseUrl of internalStatus
-    route_2_base: ::std::string::String,
-    ///baseUrl of legacy
-    route_3_base: ::std::string::String,
-    ///baseUrl of openGet
-    route_4_base: ::std::string::String,
-    ///baseUrl of openPost
-    route_5_base: ::std::string::String,
-    ///baseUrl of openPut
-    route_6_base: ::std::string::String,
-    ///baseUrl of openDelete
-    route_7_base: ::std::string::String,
-    ///baseUrl of openOptions
-    route_8_base: ::std::string::String,
-    ///baseUrl of appGet
-    route_9_base: ::std::string::String,
-    ///baseUrl of appPost
-    route_10_base: ::std::string::String,
-    ///baseUrl of appPut
-    route_11_base: ::std::string::String,
-    ///baseUrl of appDelete
-    route_12_base: ::std::string::String,
-    ///baseUrl of appPatch
-    route_13_base: ::std::string::String,
-    ///baseUrl of account
-    route_14_base: ::std::string::String,
-    ///baseUrl of limited
-    route_15_base: ::std::string::String,
-    ///baseUrl of reports
-    route_16_base: ::std::string::String,
-    ///baseUrl of partnersGet
-    route_17_base: ::std::string::String,
-    ///baseUrl of partnersPost
-    route_18_base: ::std::string::String,
-    ///policy `validate` (RequestValidationInboundPolicy)
-    p0_validate_r0: ::specgate_runtime::policies::RequestValidationInbound,
-    ///policy `validate` (RequestValidationInboundPolicy)
-    p0_validate_r1: ::specgate_runtime::policies::RequestValidationInbound,
     ///policy `catalog-cache` (CachingInboundPolicy)
     p1_catalog_cache: ::specgate_runtime::policies::CachingInbound,
     ///policy `account-auth` (BasicAuthInboundPolicy)
@@ -132,6 +22,15 @@ pub struct Gateway {
     cors_anything_goes: ::specgate_runtime::cors::CorsPolicy,
     ///CORS policy `partners`
     cors_1_partners: ::specgate_runtime::cors::CorsPolicy,
+    /// routes 0 to 18
+    part_0: part_0::Part,
+}
+/// Environment values read at start-up.
+struct Env {
+    ///`API_URL`
+    env_api_url: ::std::sync::Arc<str>,
+    ///`REPORTS_URL`
+    env_reports_url: ::std::sync::Arc<str>,
 }
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "web-api";
@@ -351,138 +250,11 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-        let env_api_url = env.required("API_URL");
-        let env_reports_url = env.required("REPORTS_URL");
-        let route_0_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
+        let e = Env {
+            env_api_url: env.required("API_URL"),
+            env_reports_url: env.required("REPORTS_URL"),
         };
-        env.check_upstream_url("baseUrl of createNote", &route_0_base);
-        let route_1_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of catalogItem", &route_1_base);
-        let route_2_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of internalStatus", &route_2_base);
-        let route_3_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of legacy", &route_3_base);
-        let route_4_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of openGet", &route_4_base);
-        let route_5_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of openPost", &route_5_base);
-        let route_6_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of openPut", &route_6_base);
-        let route_7_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of openDelete", &route_7_base);
-        let route_8_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of openOptions", &route_8_base);
-        let route_9_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of appGet", &route_9_base);
-        let route_10_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of appPost", &route_10_base);
-        let route_11_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of appPut", &route_11_base);
-        let route_12_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of appDelete", &route_12_base);
-        let route_13_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of appPatch", &route_13_base);
-        let route_14_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of account", &route_14_base);
-        let route_15_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of limited", &route_15_base);
-        let route_16_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_reports_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of reports", &route_16_base);
-        let route_17_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of partnersGet", &route_17_base);
-        let route_18_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_api_url);
-            u
-        };
-        env.check_upstream_url("baseUrl of partnersPost", &route_18_base);
-        let p0_validate_r0 = env
-            .policy::<
-                ::specgate_runtime::policies::RequestValidationInbound,
-            >(
-                "validate",
-                "{\"validateBody\":\"reject-and-log\",\"validateQueryParameters\":\"reject-and-log\",\"validatePathParameters\":\"reject-and-log\"}",
-            )
-            .and_then(|p| env.check("validate", p.with_operation(&OPERATION_R0)));
-        let p0_validate_r1 = env
-            .policy::<
-                ::specgate_runtime::policies::RequestValidationInbound,
-            >(
-                "validate",
-                "{\"validateBody\":\"reject-and-log\",\"validateQueryParameters\":\"reject-and-log\",\"validatePathParameters\":\"reject-and-log\"}",
-            )
-            .and_then(|p| env.check("validate", p.with_operation(&OPERATION_R1)));
+        let part_0 = part_0::Part::configure(env, &e);
         let p1_catalog_cache = env
             .policy::<
                 ::specgate_runtime::policies::CachingInbound,
@@ -517,33 +289,13 @@ impl ::specgate_runtime::Gateway for Gateway {
                 "{\"allowedOrigins\":\"$env(PARTNER_ORIGINS)\",\"allowedMethods\":\"GET, POST\",\"allowedHeaders\":\"*\",\"exposeHeaders\":\"x-exposed\",\"maxAge\":\"$env(PARTNER_PREFLIGHT_MAX_AGE)\"}",
             );
         Some(Gateway {
-            route_0_base,
-            route_1_base,
-            route_2_base,
-            route_3_base,
-            route_4_base,
-            route_5_base,
-            route_6_base,
-            route_7_base,
-            route_8_base,
-            route_9_base,
-            route_10_base,
-            route_11_base,
-            route_12_base,
-            route_13_base,
-            route_14_base,
-            route_15_base,
-            route_16_base,
-            route_17_base,
-            route_18_base,
-            p0_validate_r0: p0_validate_r0?,
-            p0_validate_r1: p0_validate_r1?,
             p1_catalog_cache: p1_catalog_cache?,
             p2_account_auth: p2_account_auth?,
             p3_one_per_minute: p3_one_per_minute?,
             cors_0_web_app: cors_0_web_app?,
             cors_anything_goes,
             cors_1_partners: cors_1_partners?,
+            part_0: part_0?,
         })
     }
     fn hooks() -> Self::Hooks {
@@ -561,16 +313,9 @@ impl ::specgate_runtime::Gateway for Gateway {
         }
     }
     fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-        vec![
-            self.route_0_base.as_str(), self.route_1_base.as_str(), self.route_2_base
-            .as_str(), self.route_3_base.as_str(), self.route_4_base.as_str(), self
-            .route_5_base.as_str(), self.route_6_base.as_str(), self.route_7_base
-            .as_str(), self.route_8_base.as_str(), self.route_9_base.as_str(), self
-            .route_10_base.as_str(), self.route_11_base.as_str(), self.route_12_base
-            .as_str(), self.route_13_base.as_str(), self.route_14_base.as_str(), self
-            .route_15_base.as_str(), self.route_16_base.as_str(), self.route_17_base
-            .as_str(), self.route_18_base.as_str()
-        ]
+        let mut urls = ::std::vec::Vec::new();
+        self.part_0.upstream_urls(&mut urls);
+        urls
     }
     async fn handle(
         &'static self,
@@ -579,383 +324,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_create_note(req, cx).await,
-            1usize => self.route_1_catalog_item(req, cx).await,
-            2usize => self.route_2_internal_status(req, cx).await,
-            3usize => self.route_3_legacy(req, cx).await,
-            4usize => self.route_4_open_get(req, cx).await,
-            5usize => self.route_5_open_post(req, cx).await,
-            6usize => self.route_6_open_put(req, cx).await,
-            7usize => self.route_7_open_delete(req, cx).await,
-            8usize => self.route_8_open_options(req, cx).await,
-            9usize => self.route_9_app_get(req, cx).await,
-            10usize => self.route_10_app_post(req, cx).await,
-            11usize => self.route_11_app_put(req, cx).await,
-            12usize => self.route_12_app_delete(req, cx).await,
-            13usize => self.route_13_app_patch(req, cx).await,
-            14usize => self.route_14_account(req, cx).await,
-            15usize => self.route_15_limited(req, cx).await,
-            16usize => self.route_16_reports(req, cx).await,
-            17usize => self.route_17_partners_get(req, cx).await,
-            18usize => self.route_18_partners_post(req, cx).await,
+            0usize..=18usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`POST /notes` (urlForwardHandler)
-    async fn route_0_create_note(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_validate_r0.on_request(req, cx).await,
-            cx,
-            "validate",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_0_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /catalog/{id}` (urlForwardHandler)
-    async fn route_1_catalog_item(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_validate_r1.on_request(req, cx).await,
-            cx,
-            "validate",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p1_catalog_cache.on_request(req, cx).await,
-            cx,
-            "catalog-cache",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_1_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /internal/status` (urlForwardHandler)
-    async fn route_2_internal_status(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_2_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /legacy/{+path}` (urlForwardHandler)
-    async fn route_3_legacy(&'static self, req: Request, cx: &mut Context) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_3_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /open/{+path}` (urlForwardHandler)
-    async fn route_4_open_get(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_4_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`POST /open/{+path}` (urlForwardHandler)
-    async fn route_5_open_post(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_5_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`PUT /open/{+path}` (urlForwardHandler)
-    async fn route_6_open_put(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_6_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`DELETE /open/{+path}` (urlForwardHandler)
-    async fn route_7_open_delete(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_7_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`OPTIONS /open/{+path}` (urlForwardHandler)
-    async fn route_8_open_options(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_8_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /app/{+path}` (urlForwardHandler)
-    async fn route_9_app_get(&'static self, req: Request, cx: &mut Context) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_9_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`POST /app/{+path}` (urlForwardHandler)
-    async fn route_10_app_post(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_10_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`PUT /app/{+path}` (urlForwardHandler)
-    async fn route_11_app_put(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_11_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`DELETE /app/{+path}` (urlForwardHandler)
-    async fn route_12_app_delete(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_12_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`PATCH /app/{+path}` (urlForwardHandler)
-    async fn route_13_app_patch(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_13_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /account/{+path}` (urlForwardHandler)
-    async fn route_14_account(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p2_account_auth.on_request(req, cx).await,
-            cx,
-            "account-auth",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_14_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /limited` (urlForwardHandler)
-    async fn route_15_limited(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p3_one_per_minute.on_request(req, cx).await,
-            cx,
-            "one-per-minute",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_15_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /reports/{+path}` (urlForwardHandler)
-    async fn route_16_reports(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_16_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /partners/{+path}` (urlForwardHandler)
-    async fn route_17_partners_get(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_17_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`POST /partners/{+path}` (urlForwardHandler)
-    async fn route_18_partners_post(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_18_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
     }
 }

@@ -2,26 +2,25 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
     ///`ORDERS_GATEWAY`
     env_orders_gateway: ::std::sync::Arc<str>,
-    ///baseUrl of orders
-    route_0_base: ::std::string::String,
-    ///baseUrl of createOrder
-    route_1_base: ::std::string::String,
-    ///baseUrl of loop
-    route_3_base: ::std::string::String,
     ///policy `edge-tag` (SetHeadersInboundPolicy)
     p0_edge_tag: ::specgate_runtime::policies::SetHeadersInbound,
+    /// routes 0 to 3
+    part_0: part_0::Part,
+}
+/// Environment values read at start-up.
+struct Env {
+    ///`ORDERS_GATEWAY`
+    env_orders_gateway: ::std::sync::Arc<str>,
 }
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "edge";
@@ -76,45 +75,27 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-        let env_orders_gateway = env.required("ORDERS_GATEWAY");
-        let route_0_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str("local://orders");
-            u
+        let e = Env {
+            env_orders_gateway: env.required("ORDERS_GATEWAY"),
         };
-        env.check_upstream_url("baseUrl of orders", &route_0_base);
-        let route_1_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str("local://orders");
-            u
-        };
-        env.check_upstream_url("baseUrl of createOrder", &route_1_base);
-        let route_3_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str("local://edge");
-            u
-        };
-        env.check_upstream_url("baseUrl of loop", &route_3_base);
+        let part_0 = part_0::Part::configure(env, &e);
         let p0_edge_tag = env
             .policy::<
                 ::specgate_runtime::policies::SetHeadersInbound,
             >("edge-tag", "{\"headers\":[{\"name\":\"x-edge\",\"value\":\"passed\"}]}");
         Some(Gateway {
-            env_orders_gateway,
-            route_0_base,
-            route_1_base,
-            route_3_base,
+            env_orders_gateway: e.env_orders_gateway,
             p0_edge_tag: p0_edge_tag?,
+            part_0: part_0?,
         })
     }
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
     fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-        vec![
-            self.route_0_base.as_str(), self.route_1_base.as_str(), self.route_3_base
-            .as_str()
-        ]
+        let mut urls = ::std::vec::Vec::new();
+        self.part_0.upstream_urls(&mut urls);
+        urls
     }
     async fn handle(
         &'static self,
@@ -123,103 +104,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_orders(req, cx).await,
-            1usize => self.route_1_create_order(req, cx).await,
-            2usize => self.route_2_via_env(req, cx).await,
-            3usize => self.route_3_loop(req, cx).await,
+            0usize..=3usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`GET /orders/{+path}` (urlForwardHandler)
-    async fn route_0_orders(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_edge_tag.on_request(req, cx).await,
-            cx,
-            "edge-tag",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_0_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`POST /orders/{+path}` (urlForwardHandler)
-    async fn route_1_create_order(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_edge_tag.on_request(req, cx).await,
-            cx,
-            "edge-tag",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_1_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /via-env/{+path}` (urlRewriteHandler)
-    async fn route_2_via_env(&'static self, req: Request, cx: &mut Context) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_edge_tag.on_request(req, cx).await,
-            cx,
-            "edge-tag",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(40usize);
-            t::push_trusted(&mut u, &self.env_orders_gateway)?;
-            u.push_str("/orders/");
-            t::push_path_rest(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /loop/{+path}` (urlForwardHandler)
-    async fn route_3_loop(&'static self, req: Request, cx: &mut Context) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_3_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
     }
 }

@@ -2,15 +2,13 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
     ///`ORDERS_BACKEND_URL`
     env_orders_backend_url: ::std::sync::Arc<str>,
@@ -20,6 +18,11 @@ pub struct Gateway {
     p1_orders_tag: ::specgate_runtime::policies::SetHeadersInbound,
     ///policy `served-by` (SetHeadersOutboundPolicy)
     p2_served_by: ::specgate_runtime::policies::SetHeadersOutbound,
+}
+/// Environment values read at start-up.
+struct Env {
+    ///`ORDERS_BACKEND_URL`
+    env_orders_backend_url: ::std::sync::Arc<str>,
 }
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "orders";
@@ -52,7 +55,10 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-        let env_orders_backend_url = env.required("ORDERS_BACKEND_URL");
+        let e = Env {
+            env_orders_backend_url: env.required("ORDERS_BACKEND_URL"),
+        };
+        let _ = &e;
         let p0_api_key = env
             .policy::<
                 ::specgate_runtime::policies::ApiKeyInbound,
@@ -72,7 +78,7 @@ impl ::specgate_runtime::Gateway for Gateway {
                 "{\"headers\":[{\"name\":\"x-served-by\",\"value\":\"orders\"}]}",
             );
         Some(Gateway {
-            env_orders_backend_url,
+            env_orders_backend_url: e.env_orders_backend_url,
             p0_api_key: p0_api_key?,
             p1_orders_tag: p1_orders_tag?,
             p2_served_by: p2_served_by?,
@@ -88,109 +94,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_get_orders(req, cx).await,
-            1usize => self.route_1_post_orders(req, cx).await,
+            0usize..=1usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`GET /orders/{+path}` (urlRewriteHandler)
-    async fn route_0_get_orders(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_api_key.on_request(req, cx).await,
-            cx,
-            "api-key",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p1_orders_tag.on_request(req, cx).await,
-            cx,
-            "orders-tag",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let head = req.head();
-        let mut resp: Response = async {
-            let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-                let mut u = ::std::string::String::with_capacity(40usize);
-                t::push_trusted(&mut u, &self.env_orders_backend_url)?;
-                u.push_str("/orders/");
-                t::push_path_rest(&mut u, req.params.at(0usize))?;
-                Ok(u)
-            })() {
-                Ok(u) => u,
-                Err(p) => return handlers::template_failed(p, cx),
-            };
-            handlers::url_rewrite(
-                    req,
-                    cx,
-                    url,
-                    ForwardOptions {
-                        forward_search: true,
-                        follow_redirects: false,
-                    },
-                )
-                .await
-        }
-            .await;
-        resp = self.p2_served_by.on_response(resp, &head, cx).await;
-        resp
-    }
-    ///`POST /orders/{+path}` (urlRewriteHandler)
-    async fn route_1_post_orders(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_api_key.on_request(req, cx).await,
-            cx,
-            "api-key",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p1_orders_tag.on_request(req, cx).await,
-            cx,
-            "orders-tag",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let head = req.head();
-        let mut resp: Response = async {
-            let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-                let mut u = ::std::string::String::with_capacity(40usize);
-                t::push_trusted(&mut u, &self.env_orders_backend_url)?;
-                u.push_str("/orders/");
-                t::push_path_rest(&mut u, req.params.at(0usize))?;
-                Ok(u)
-            })() {
-                Ok(u) => u,
-                Err(p) => return handlers::template_failed(p, cx),
-            };
-            handlers::url_rewrite(
-                    req,
-                    cx,
-                    url,
-                    ForwardOptions {
-                        forward_search: true,
-                        follow_redirects: false,
-                    },
-                )
-                .await
-        }
-            .await;
-        resp = self.p2_served_by.on_response(resp, &head, cx).await;
-        resp
     }
 }

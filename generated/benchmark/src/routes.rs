@@ -2,41 +2,16 @@
 // Do not edit by hand: change the project and run `specgate generate` again.
 
 use ::specgate_runtime::context::RouteInfo;
-use ::specgate_runtime::handlers::{self, ForwardOptions};
+use ::specgate_runtime::handlers;
 #[allow(unused_imports)]
 use ::specgate_runtime::router::{Part, Pattern, RouteSpec, Seg};
-#[allow(unused_imports)]
-use ::specgate_runtime::template as t;
-#[allow(unused_imports)]
-use ::specgate_runtime::policy::{Inbound as _, Outbound as _};
 use ::specgate_runtime::{Context, Problem, Request, Response};
-static OPERATION_R3: ::specgate_runtime::validation::Operation = {
-    use ::specgate_runtime::validation as V;
-    V::Operation {
-        parameters: &[],
-        body: Some(V::RequestBody {
-            required: true,
-            content: &[
-                V::MediaType {
-                    media_type: "application/json",
-                    schema: Some(
-                        "{\"$ref\":\"#/$defs/Order\",\"$defs\":{\"Customer\":{\"type\":\"object\",\"required\":[\"id\",\"name\",\"email\"],\"properties\":{\"id\":{\"type\":\"string\",\"pattern\":\"^cus_[0-9a-f]{16}$\"},\"name\":{\"type\":\"string\",\"minLength\":1,\"maxLength\":100},\"email\":{\"type\":\"string\",\"pattern\":\"^[^@\\\\s]+@[^@\\\\s]+$\"},\"address\":{\"type\":\"object\",\"required\":[\"street\",\"city\",\"country\"],\"properties\":{\"street\":{\"type\":\"string\"},\"city\":{\"type\":\"string\"},\"postcode\":{\"type\":\"string\"},\"country\":{\"type\":\"string\",\"pattern\":\"^[A-Z]{2}$\"}}}}},\"Item\":{\"type\":\"object\",\"required\":[\"sku\",\"quantity\",\"unitPrice\"],\"additionalProperties\":false,\"properties\":{\"sku\":{\"type\":\"string\",\"pattern\":\"^SKU-[0-9]{4}$\"},\"name\":{\"type\":\"string\",\"maxLength\":80},\"quantity\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000},\"unitPrice\":{\"type\":\"number\",\"exclusiveMinimum\":0}}},\"Order\":{\"type\":\"object\",\"required\":[\"orderId\",\"customer\",\"currency\",\"items\"],\"additionalProperties\":false,\"properties\":{\"orderId\":{\"type\":\"string\",\"pattern\":\"^ord-[0-9]{4}-[0-9]{6}$\"},\"customer\":{\"$ref\":\"#/$defs/Customer\"},\"currency\":{\"type\":\"string\",\"enum\":[\"EUR\",\"USD\",\"GBP\"]},\"items\":{\"type\":\"array\",\"minItems\":1,\"maxItems\":50,\"items\":{\"$ref\":\"#/$defs/Item\"}},\"note\":{\"type\":\"string\",\"maxLength\":500},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"minLength\":1},\"uniqueItems\":true}}}}}",
-                    ),
-                },
-            ],
-        }),
-    }
-};
-/// The gateway's start-up state: environment values, URLs fixed at start-up, policies.
+mod part_0;
+/// The gateway's start-up state: environment values, upstream sets, policies shared
+/// by routes, and the state of each module of routes.
 pub struct Gateway {
     ///`UP`
     env_up: ::std::sync::Arc<str>,
-    ///baseUrl of plainForward
-    route_0_base: ::std::string::String,
-    ///baseUrl of securedItem
-    route_2_base: ::std::string::String,
-    ///baseUrl of createOrder
-    route_3_base: ::std::string::String,
     ///policy `api-key` (ApiKeyInboundPolicy)
     p0_api_key: ::specgate_runtime::policies::ApiKeyInbound,
     ///policy `generous-rate-limit` (RateLimitInboundPolicy)
@@ -45,8 +20,13 @@ pub struct Gateway {
     p2_set_request_headers: ::specgate_runtime::policies::SetHeadersInbound,
     ///policy `set-response-headers` (SetHeadersOutboundPolicy)
     p3_set_response_headers: ::specgate_runtime::policies::SetHeadersOutbound,
-    ///policy `validate-body` (RequestValidationInboundPolicy)
-    p4_validate_body_r3: ::specgate_runtime::policies::RequestValidationInbound,
+    /// routes 0 to 3
+    part_0: part_0::Part,
+}
+/// Environment values read at start-up.
+struct Env {
+    ///`UP`
+    env_up: ::std::sync::Arc<str>,
 }
 impl ::specgate_runtime::Gateway for Gateway {
     const NAME: &'static str = "benchmark";
@@ -105,25 +85,8 @@ impl ::specgate_runtime::Gateway for Gateway {
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
-        let env_up = env.required("UP");
-        let route_0_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_up);
-            u
-        };
-        env.check_upstream_url("baseUrl of plainForward", &route_0_base);
-        let route_2_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_up);
-            u
-        };
-        env.check_upstream_url("baseUrl of securedItem", &route_2_base);
-        let route_3_base = {
-            let mut u = ::std::string::String::new();
-            u.push_str(&env_up);
-            u
-        };
-        env.check_upstream_url("baseUrl of createOrder", &route_3_base);
+        let e = Env { env_up: env.required("UP") };
+        let part_0 = part_0::Part::configure(env, &e);
         let p0_api_key = env
             .policy::<
                 ::specgate_runtime::policies::ApiKeyInbound,
@@ -152,31 +115,22 @@ impl ::specgate_runtime::Gateway for Gateway {
                 "set-response-headers",
                 "{\"headers\":[{\"name\":\"x-powered-by\",\"value\":\"specgate\"}]}",
             );
-        let p4_validate_body_r3 = env
-            .policy::<
-                ::specgate_runtime::policies::RequestValidationInbound,
-            >("validate-body", "{\"validateBody\":\"reject-only\"}")
-            .and_then(|p| env.check("validate-body", p.with_operation(&OPERATION_R3)));
         Some(Gateway {
-            env_up,
-            route_0_base,
-            route_2_base,
-            route_3_base,
+            env_up: e.env_up,
             p0_api_key: p0_api_key?,
             p1_generous_rate_limit: p1_generous_rate_limit?,
             p2_set_request_headers: p2_set_request_headers?,
             p3_set_response_headers: p3_set_response_headers?,
-            p4_validate_body_r3: p4_validate_body_r3?,
+            part_0: part_0?,
         })
     }
     fn hooks() -> Self::Hooks {
         ::specgate_runtime::hooks::NoHooks
     }
     fn upstream_urls(&'static self) -> ::std::vec::Vec<&'static str> {
-        vec![
-            self.route_0_base.as_str(), self.route_2_base.as_str(), self.route_3_base
-            .as_str()
-        ]
+        let mut urls = ::std::vec::Vec::new();
+        self.part_0.upstream_urls(&mut urls);
+        urls
     }
     async fn handle(
         &'static self,
@@ -185,129 +139,8 @@ impl ::specgate_runtime::Gateway for Gateway {
         cx: &mut Context,
     ) -> Response {
         match route {
-            0usize => self.route_0_plain_forward(req, cx).await,
-            1usize => self.route_1_rewritten_item(req, cx).await,
-            2usize => self.route_2_secured_item(req, cx).await,
-            3usize => self.route_3_create_order(req, cx).await,
+            0usize..=3usize => self.handle_part_0(route, req, cx).await,
             _ => handlers::template_failed(Problem::internal("unknown route"), cx),
         }
-    }
-}
-impl Gateway {
-    ///`GET /plain/items/{id}` (urlForwardHandler)
-    async fn route_0_plain_forward(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_0_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /v1/items/{id}` (urlRewriteHandler)
-    async fn route_1_rewritten_item(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let url = match (|| -> ::std::result::Result<::std::string::String, Problem> {
-            let mut u = ::std::string::String::with_capacity(39usize);
-            t::push_trusted(&mut u, &self.env_up)?;
-            u.push_str("/items/");
-            t::push_path_segment(&mut u, req.params.at(0usize))?;
-            Ok(u)
-        })() {
-            Ok(u) => u,
-            Err(p) => return handlers::template_failed(p, cx),
-        };
-        handlers::url_rewrite(
-                req,
-                cx,
-                url,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
-    }
-    ///`GET /secure/items/{id}` (urlForwardHandler)
-    async fn route_2_secured_item(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p0_api_key.on_request(req, cx).await,
-            cx,
-            "api-key",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p1_generous_rate_limit.on_request(req, cx).await,
-            cx,
-            "generous-rate-limit",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p2_set_request_headers.on_request(req, cx).await,
-            cx,
-            "set-request-headers",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        let head = req.head();
-        let mut resp: Response = async {
-            handlers::url_forward(
-                    req,
-                    cx,
-                    &self.route_2_base,
-                    ForwardOptions {
-                        forward_search: true,
-                        follow_redirects: false,
-                    },
-                )
-                .await
-        }
-            .await;
-        resp = self.p3_set_response_headers.on_response(resp, &head, cx).await;
-        resp
-    }
-    ///`POST /orders` (urlForwardHandler)
-    async fn route_3_create_order(
-        &'static self,
-        req: Request,
-        cx: &mut Context,
-    ) -> Response {
-        let req = match ::specgate_runtime::policy::settle_policy(
-            self.p4_validate_body_r3.on_request(req, cx).await,
-            cx,
-            "validate-body",
-        ) {
-            Ok(r) => r,
-            Err(resp) => return resp,
-        };
-        handlers::url_forward(
-                req,
-                cx,
-                &self.route_3_base,
-                ForwardOptions {
-                    forward_search: true,
-                    follow_redirects: false,
-                },
-            )
-            .await
     }
 }

@@ -276,8 +276,8 @@ impl Runtime {
     }
 
     /// A leaked runtime with default settings and no hooks, so unit tests can build a
-    /// [`Context`] (which needs a `&'static Runtime`). Call inside a Tokio runtime.
-    #[cfg(test)]
+    /// [`Context`] (which needs a `&'static Runtime`); benchmarks too. Call inside a Tokio
+    /// runtime.
     pub(crate) fn for_tests() -> &'static Runtime {
         Box::leak(Box::new(Runtime {
             upstream: Upstream::new(UpstreamConfig::default()),

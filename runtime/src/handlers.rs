@@ -28,8 +28,7 @@ impl Default for ForwardOptions {
 pub async fn url_forward(req: Request, cx: &Context, base: &str, opts: ForwardOptions) -> Response {
     let base = base.trim_end_matches('/');
     let req = req.into_http();
-    let query = if opts.forward_search { req.uri().query().filter(|q| !q.is_empty()).map(str::to_owned) } else { None };
-    let query = query.as_deref();
+    let query = if opts.forward_search { req.uri().query().filter(|q| !q.is_empty()) } else { None };
     let mut url = String::with_capacity(base.len() + cx.pathname.len() + query.map_or(0, |q| q.len() + 1));
     url.push_str(base);
     url.push_str(&cx.pathname);
@@ -37,7 +36,7 @@ pub async fn url_forward(req: Request, cx: &Context, base: &str, opts: ForwardOp
         url.push('?');
         url.push_str(q);
     }
-    cx.runtime().upstream().send(req, cx, &url, opts.follow_redirects).await
+    cx.runtime().upstream().send_owned(req, cx, url, opts.follow_redirects).await
 }
 
 /// `urlRewriteHandler`: the rendered `rewritePattern` is the upstream URL; with
@@ -50,7 +49,7 @@ pub async fn url_rewrite(req: Request, cx: &Context, mut url: String, opts: Forw
         url.push(if url.contains('?') { '&' } else { '?' });
         url.push_str(q);
     }
-    cx.runtime().upstream().send(req, cx, &url, opts.follow_redirects).await
+    cx.runtime().upstream().send_owned(req, cx, url, opts.follow_redirects).await
 }
 
 /// `urlForwardHandler` on a route with upstream settings (several upstreams, timeouts,

@@ -55,9 +55,13 @@ impl Default for UpstreamConfig {
 }
 
 /// The pooled upstream client shared by every route.
+///
+/// Each worker thread has its own connection pool: a pooled connection is driven by a task of
+/// the runtime that opened it, so handing it to another worker's request would cost two
+/// cross-thread wake-ups per exchange.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>,
+    clients: std::sync::Arc<[Client<LeanConnector, Body>]>,
     config: UpstreamConfig,
 }
 
@@ -77,11 +81,22 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        Upstream { client, config }
+        let connector = LeanConnector(connector);
+        let clients = (0..worker_count())
+            .map(|_| {
+                Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(config.pool_idle_timeout)
+                    .pool_max_idle_per_host(1024)
+                    .build(connector.clone())
+            })
+            .collect();
+        Upstream { clients, config }
+    }
+
+    /// The client (connection pool) of the calling worker thread.
+    fn client(&self) -> &Client<LeanConnector, Body> {
+        let i = WORKER.with(std::cell::Cell::get);
+        self.clients.get(i).or_else(|| self.clients.first()).unwrap_or_else(|| unreachable!("an upstream has at least one client"))
     }
 
     /// The settings in force.
@@ -98,14 +113,20 @@ impl Upstream {
     /// Sends `req` to `url` and returns the upstream's response, or the problem response that
     /// stands for a failed exchange.
     pub async fn send(&self, req: Request, cx: &Context, url: &str, follow_redirects: bool) -> Response {
+        self.send_owned(req, cx, url.to_owned(), follow_redirects).await
+    }
+
+    /// [`Upstream::send`] with a URL the caller built for this request: the `Uri` takes its
+    /// buffer over instead of copying it.
+    pub(crate) async fn send_owned(&self, req: Request, cx: &Context, url: String, follow_redirects: bool) -> Response {
         match self.try_send(req, cx, url, follow_redirects).await {
             Ok(resp) => resp,
             Err(problem) => problem_response(problem, cx),
         }
     }
 
-    async fn try_send(&self, req: Request, cx: &Context, url: &str, follow_redirects: bool) -> Result<Response, Problem> {
-        let uri = parse_upstream_uri(url)?;
+    async fn try_send(&self, req: Request, cx: &Context, url: String, follow_redirects: bool) -> Result<Response, Problem> {
+        let uri = parse_upstream_uri_owned(url)?;
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         prepare_request_headers(&mut headers, cx, self.config.trusted_proxy_hops);
@@ -163,10 +184,13 @@ impl Upstream {
     /// One exchange: sends the request and waits for the response head until `wait` ends;
     /// a `local://` URL goes to a gateway of this process (see [`crate::federation`]).
     pub(crate) async fn exchange(&self, method: Method, uri: Uri, headers: HeaderMap, body: Body, cx: &Context, wait: Wait) -> Result<Response, Failure> {
+        // Both are boxed: their state (client span, timer, the client's response future) is
+        // several KB, and every future that awaits them inline would grow by that much and be
+        // copied whole wherever it moves.
         if uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case(crate::federation::SCHEME)) {
-            return crate::federation::exchange(self, method, uri, headers, body, cx, wait).await;
+            return Box::pin(crate::federation::exchange(self, method, uri, headers, body, cx, wait)).await;
         }
-        self.exchange_http(method, uri, headers, body, cx, wait).await
+        Box::pin(self.exchange_http(method, uri, headers, body, cx, wait)).await
     }
 
     /// One HTTP exchange with the upstream at `uri` (headers already prepared).
@@ -177,7 +201,7 @@ impl Upstream {
         *out.method_mut() = method;
         *out.uri_mut() = uri;
         *out.headers_mut() = headers;
-        let fut = self.client.request(out);
+        let fut = self.client().request(out);
         let metrics = cx.runtime().metrics();
         let sent = metrics.map(|_| std::time::Instant::now());
         let record = |outcome| {
@@ -224,7 +248,7 @@ impl Upstream {
         *req.uri_mut() = uri;
         req.headers_mut().insert(header::USER_AGENT, HeaderValue::from_static("specgate-health-check"));
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| chain_text(&e))?;
+            let resp = self.client().request(req).await.map_err(|e| chain_text(&e))?;
             let status = resp.status();
             // Read (a bounded part of) the body so that the connection can be reused.
             let _ = http_body_util::Limited::new(resp.into_body(), 64 * 1024).collect().await;
@@ -234,6 +258,99 @@ impl Upstream {
             Ok(r) => r,
             Err(_) => Err(format!("no answer within {timeout:?}")),
         }
+    }
+}
+
+/// How many worker threads serve requests (set once at start-up, before any [`Upstream`] is
+/// built): one connection pool per worker.
+static WORKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+thread_local! {
+    /// The index of the worker the current thread runs (0 for every other thread).
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Sets how many workers serve requests (before building any [`Upstream`]).
+pub(crate) fn set_worker_count(n: usize) {
+    WORKERS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+fn worker_count() -> usize {
+    WORKERS.load(std::sync::atomic::Ordering::Relaxed).max(1)
+}
+
+/// Marks the current thread as worker `i` (its requests use pool `i`).
+pub(crate) fn set_worker_index(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// The HTTPS-or-HTTP connector without the connection details (`HttpInfo`, the addresses)
+/// that the plain connector attaches: the client would copy them into the extensions of every
+/// response, three allocations per request that nothing reads.
+#[derive(Debug, Clone)]
+struct LeanConnector(hyper_rustls::HttpsConnector<HttpConnector>);
+
+type Stream = hyper_rustls::MaybeHttpsStream<hyper_util::rt::TokioIo<tokio::net::TcpStream>>;
+
+impl tower::Service<Uri> for LeanConnector {
+    type Response = LeanStream;
+    type Error = <hyper_rustls::HttpsConnector<HttpConnector> as tower::Service<Uri>>::Error;
+    type Future = futures_util::future::MapOk<
+        <hyper_rustls::HttpsConnector<HttpConnector> as tower::Service<Uri>>::Future,
+        fn(Stream) -> LeanStream,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        use futures_util::TryFutureExt as _;
+        self.0.call(uri).map_ok(LeanStream as fn(Stream) -> LeanStream)
+    }
+}
+
+/// An upstream connection that reports only what the pool needs (HTTP/2 negotiated, proxied).
+#[derive(Debug)]
+struct LeanStream(Stream);
+
+impl hyper_util::client::legacy::connect::Connection for LeanStream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        let full = self.0.connected();
+        let lean = hyper_util::client::legacy::connect::Connected::new().proxy(full.is_proxied());
+        if full.is_negotiated_h2() { lean.negotiated_h2() } else { lean }
+    }
+}
+
+impl hyper::rt::Read for LeanStream {
+    fn poll_read(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: hyper::rt::ReadBufCursor<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for LeanStream {
+    fn poll_write(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
     }
 }
 
@@ -319,7 +436,7 @@ impl Upstream {
         let mut out = http::Request::new(Body::empty());
         *out.uri_mut() = uri;
         *out.headers_mut() = headers;
-        let sent = tokio::time::timeout(self.config.timeout, self.client.request(out)).await;
+        let sent = tokio::time::timeout(self.config.timeout, self.client().request(out)).await;
         let mut resp = match sent {
             Err(_) => return Err(Problem::gateway_timeout("the upstream did not answer the WebSocket handshake in time")),
             Ok(Err(e)) => return Err(classify(&e, cx).problem),
@@ -424,6 +541,16 @@ pub(crate) fn parse_upstream_uri(url: &str) -> Result<Uri, Problem> {
     let uri: Uri = url
         .parse()
         .map_err(|_| Problem::internal("the upstream URL built for this route is not a valid URL"))?;
+    check_upstream_uri(uri)
+}
+
+/// [`parse_upstream_uri`] taking the string's buffer over (no copy).
+pub(crate) fn parse_upstream_uri_owned(url: String) -> Result<Uri, Problem> {
+    let uri = Uri::try_from(url).map_err(|_| Problem::internal("the upstream URL built for this route is not a valid URL"))?;
+    check_upstream_uri(uri)
+}
+
+fn check_upstream_uri(uri: Uri) -> Result<Uri, Problem> {
     match uri.scheme_str() {
         Some("http" | "https") if uri.authority().is_some() => Ok(uri),
         Some(s) if s.eq_ignore_ascii_case(crate::federation::SCHEME) && uri.host().is_some_and(|h| !h.is_empty()) => Ok(uri),
@@ -522,6 +649,11 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the (few) names is cheaper than a look-up of
+    // each hop-by-hop name.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -547,17 +679,25 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static(crate::request_id::HEAD
 /// is set per exchange.
 pub(crate) fn prepare_request_headers(headers: &mut HeaderMap, cx: &Context, trusted_hops: usize) {
     strip_hop_by_hop(headers);
-    headers.remove(header::HOST);
+    let host = headers.remove(header::HOST);
     // Set again only on a local:// call that goes over HTTP.
     headers.remove(crate::federation::HOPS_HEADER);
-    let peer = cx.peer.ip().to_string();
+    // The peer's address, formatted on the stack (at most 45 characters for IPv6).
+    let mut buf = [0u8; 64];
+    let peer = {
+        use std::io::Write as _;
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        let _ = write!(cursor, "{}", cx.peer.ip());
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        std::str::from_utf8(&buf[..len]).unwrap_or_default()
+    };
     // Forwarded headers from the client are kept only when a trusted proxy put them there.
     let prior_for = if trusted_hops > 0 { joined(headers, &X_FORWARDED_FOR) } else { None };
     let xff = match prior_for {
-        Some(prior) => format!("{prior}, {peer}"),
-        None => peer,
+        Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")),
+        None => HeaderValue::from_str(peer),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Ok(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     if trusted_hops == 0 || !headers.contains_key(&X_FORWARDED_PROTO) {
@@ -565,7 +705,13 @@ pub(crate) fn prepare_request_headers(headers: &mut HeaderMap, cx: &Context, tru
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if trusted_hops == 0 || !headers.contains_key(&X_FORWARDED_HOST) {
-        match HeaderValue::from_str(&cx.host) {
+        // The client's Host header is the usual source of `cx.host`: its value is shared, not
+        // copied.
+        let value = match host {
+            Some(h) if h.as_bytes() == cx.host.as_bytes() => Ok(h),
+            _ => HeaderValue::from_str(&cx.host),
+        };
+        match value {
             Ok(v) => {
                 headers.insert(X_FORWARDED_HOST, v);
             }

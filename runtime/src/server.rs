@@ -276,8 +276,8 @@ impl Runtime {
     }
 
     /// A leaked runtime with default settings and no hooks, so unit tests can build a
-    /// [`Context`] (which needs a `&'static Runtime`). Call inside a Tokio runtime.
-    #[cfg(test)]
+    /// [`Context`] (which needs a `&'static Runtime`); benchmarks too. Call inside a Tokio
+    /// runtime.
     pub(crate) fn for_tests() -> &'static Runtime {
         Box::leak(Box::new(Runtime {
             upstream: Upstream::new(UpstreamConfig::default()),
@@ -422,6 +422,7 @@ pub fn run_federated<G: Gateway>(members: &[Member]) -> ExitCode {
         .worker_threads
         .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1))
         .max(1);
+    crate::proxy::set_worker_count(workers);
     let rt = match current_thread_runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -489,6 +490,7 @@ pub fn run_federated<G: Gateway>(members: &[Member]) -> ExitCode {
             let rx = stop_rx.clone();
             let cfg = config.clone();
             let spawned = std::thread::Builder::new().name(format!("specgate-worker-{i}")).spawn(move || -> Result<(), String> {
+                crate::proxy::set_worker_index(i);
                 let rt = current_thread_runtime().map_err(|e| e.to_string())?;
                 rt.block_on(async move {
                     let listener = bind(local, true).map_err(|e| format!("cannot listen on {local}: {e}"))?;
@@ -649,15 +651,20 @@ async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
 
 /// Applies the default request-body limit: a declared length over `max` is refused before
 /// anything is read (hyper holds HTTP/1 bodies to their declared length); a body without one
-/// is cut off after `max` bytes, which the proxy answers with 413.
-fn limit_body(req: http::Request<Body>, max: u64) -> Result<http::Request<Body>, Problem> {
+/// is cut off after `max` bytes, which the proxy answers with 413. A refusal comes with the
+/// request's path (the problem's instance).
+#[allow(clippy::result_large_err)]
+fn limit_body(req: http::Request<Body>, max: u64) -> Result<http::Request<Body>, (Problem, String)> {
     use http_body::Body as _;
     if max == 0 || req.body().is_end_stream() {
         return Ok(req);
     }
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok());
     match declared {
-        Some(n) if n > max => Err(Problem::new(StatusCode::PAYLOAD_TOO_LARGE).with_detail(format!("the request body is larger than {max} bytes"))),
+        Some(n) if n > max => Err((
+            Problem::new(StatusCode::PAYLOAD_TOO_LARGE).with_detail(format!("the request body is larger than {max} bytes")),
+            req.uri().path().to_owned(),
+        )),
         Some(_) => Ok(req),
         None => {
             let max = usize::try_from(max).unwrap_or(usize::MAX);
@@ -719,10 +726,13 @@ async fn serve_listener<G: Gateway>(
         if let Some(m) = app.metrics {
             m.count_connection();
         }
+        // The peer goes to the request loop as an argument: inserting it into the request's
+        // extensions would cost three allocations per request.
         let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let mut req = req.map(Body::new);
-            req.extensions_mut().insert(ConnectInfo(peer));
-            async move { Ok::<_, std::convert::Infallible>(dispatch::<G>(State(app), req).await) }
+            let req = req.map(Body::new);
+            // Boxed, so that hyper moves a pointer, not the request's whole state machine.
+            let fut = Box::pin(serve_request::<G>(app, req, Some(peer)));
+            async move { Ok::<_, std::convert::Infallible>(fut.await) }
         });
         let Some(tls) = &app.tls else {
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
@@ -882,31 +892,45 @@ fn metrics_response() -> Response {
     resp
 }
 
+/// The request id header, as a name that costs nothing to insert.
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static(crate::request_id::HEADER);
+
+/// A request that did not come from the listener (the in-process router, a `local://` call):
+/// the peer is in its extensions, if anywhere.
 async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: http::Request<Body>) -> Response {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    serve_request::<G>(app, req, peer).await
+}
+
+async fn serve_request<G: Gateway>(app: &'static App<G>, req: http::Request<Body>, peer: Option<SocketAddr>) -> Response {
     let started = Instant::now();
     let request_id = crate::request_id::accept_or_mint(req.headers());
-    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    // The id is made of visible ASCII (checked or minted), so the header value always exists;
+    // it is made once, before the id moves into the request's context.
+    let request_id_value = HeaderValue::from_str(&request_id).ok();
     let scheme = if app.runtime.https { "https" } else { "http" };
-    let (trace, span) = app.runtime.tracing.start_request(&req, scheme, peer);
+    let (trace, span) = app.runtime.tracing.start_request(&req, scheme, peer.map(|p| p.ip()));
     let trace_id = trace.trace_id();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    // Only the access log needs the raw path after routing.
+    let path = app.runtime.access_log.then(|| req.uri().path().to_owned());
     let in_flight = app.metrics.map(|m| m.start());
     let mut matched: Option<&'static RouteInfo> = None;
     let mut route_label = "";
     let mut resp = match limit_body(req, app.max_body_bytes) {
-        Ok(req) => route::<G>(app, req, &request_id, trace, &mut route_label, &mut matched).await,
-        Err(p) => app.runtime.format_problem(p, &path, &request_id),
+        Ok(req) => route::<G>(app, req, peer, request_id, trace, &mut route_label, &mut matched).await,
+        Err((p, raw_path)) => app.runtime.format_problem(p, &raw_path, &request_id),
     };
+    let request_id = request_id_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default();
     if let Some(span) = span {
-        span.finish(&method, matched.map(|r| r.path), resp.status().as_u16(), &request_id);
+        span.finish(&method, matched.map(|r| r.path), resp.status().as_u16(), request_id);
     }
     if let Some(m) = app.metrics {
         m.finish(matched.map(|r| r.index), resp.status().as_u16(), started.elapsed());
     }
     drop(in_flight);
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert(crate::request_id::HEADER, v);
+    if let Some(v) = request_id_value.clone() {
+        resp.headers_mut().insert(REQUEST_ID, v);
     }
     if app.runtime.access_log {
         tracing::info!(
@@ -915,7 +939,7 @@ async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: http::Req
             request_id = %request_id,
             trace_id = %trace_id,
             method = %method,
-            path = %path,
+            path = %path.as_deref().unwrap_or_default(),
             route = route_label,
             status = resp.status().as_u16(),
             duration_us = started.elapsed().as_micros() as u64,
@@ -927,7 +951,8 @@ async fn dispatch<G: Gateway>(State(app): State<&'static App<G>>, req: http::Req
 async fn route<G: Gateway>(
     app: &'static App<G>,
     req: http::Request<Body>,
-    request_id: &str,
+    peer: Option<SocketAddr>,
+    id: String,
     trace: crate::trace::TraceContext,
     label: &mut &'static str,
     matched: &mut Option<&'static RouteInfo>,
@@ -940,6 +965,7 @@ async fn route<G: Gateway>(
     } else {
         req
     };
+    let request_id = id.as_str();
     let raw_path = req.uri().path();
     if raw_path == "/__zuplo/ping" && (req.method() == Method::GET || req.method() == Method::HEAD) {
         *label = "__zuplo/ping";
@@ -1018,11 +1044,7 @@ async fn route<G: Gateway>(
     };
     *label = info.label;
     *matched = Some(info);
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .unwrap_or_else(|| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
+    let peer = peer.unwrap_or_else(|| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0));
     let host = req
         .uri()
         .authority()
@@ -1041,14 +1063,14 @@ async fn route<G: Gateway>(
         None => crate::proxy::client_ip(peer.ip(), req.headers(), app.runtime.upstream.config().trusted_proxy_hops),
     };
     let mut cx = Context {
-        request_id: request_id.to_owned(),
+        log: Log { request_id: id.clone(), route: info.label },
+        request_id: id,
         route: info,
         pathname,
         host,
         peer,
         client_ip,
         custom: serde_json::Map::new(),
-        log: Log { request_id: request_id.to_owned(), route: info.label },
         runtime: &app.runtime,
         after: Vec::new(),
         trace,

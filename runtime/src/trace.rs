@@ -442,8 +442,7 @@ pub struct TraceContext {
 }
 
 impl TraceContext {
-    /// A fresh, sampled trace (tests).
-    #[cfg(test)]
+    /// A fresh, sampled trace (tests and benchmarks).
     pub(crate) fn for_tests() -> Self {
         TraceContext { trace_id: random_trace_id(), span_id: random_span_id(), sampled: true, tracestate: None }
     }

@@ -76,6 +76,19 @@ pub use size_limit::{RequestSizeLimitInbound, RequestSizeLimitOptions};
 /// 127.0.0.1). Call inside a Tokio runtime: the test runtime builds an upstream client.
 #[cfg(test)]
 pub(crate) fn test_context() -> crate::Context {
+    context_on(crate::server::Runtime::for_tests())
+}
+
+/// The context of `test_context` for the runtime's benchmarks (`runtime/benches`), which
+/// call policies the way generated route functions do; every call shares one runtime. Not
+/// part of the API; call inside a Tokio runtime.
+#[doc(hidden)]
+pub fn bench_context() -> crate::Context {
+    static RUNTIME: std::sync::OnceLock<&'static crate::server::Runtime> = std::sync::OnceLock::new();
+    context_on(RUNTIME.get_or_init(crate::server::Runtime::for_tests))
+}
+
+fn context_on(runtime: &'static crate::server::Runtime) -> crate::Context {
     use crate::context::{Log, RouteInfo};
     static ROUTE: RouteInfo = RouteInfo { index: 0, method: "GET", path: "/test", label: "test" };
     crate::Context {
@@ -87,7 +100,7 @@ pub(crate) fn test_context() -> crate::Context {
         client_ip: std::net::IpAddr::from([127, 0, 0, 1]),
         custom: serde_json::Map::new(),
         log: Log { request_id: "test-request".to_owned(), route: ROUTE.label },
-        runtime: crate::server::Runtime::for_tests(),
+        runtime,
         after: Vec::new(),
         trace: crate::trace::TraceContext::for_tests(),
         local_hops: 0,

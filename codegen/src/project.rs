@@ -777,7 +777,7 @@ impl Loader<'_> {
     fn local_target(&mut self, opts: &Options<'_>, key: &str, refused: Option<&str>) -> Option<LocalTarget> {
         let v = opts.node.get(key)?;
         let text = v.as_str()?;
-        let rest = text.get(..8).filter(|p| p.eq_ignore_ascii_case("local://")).map(|_| &text[8..])?;
+        let rest = after_local_scheme(text)?;
         let source = self.files.get(opts.file).text.clone();
         let span_of = |offset: usize, len: usize| at(opts.file, value_span(&source, v.span, text, offset, len));
         if let Some(why) = refused {
@@ -873,6 +873,11 @@ impl Loader<'_> {
         }
         result.template
     }
+}
+
+/// What follows `local://` (any case) at the start of `text`.
+pub(crate) fn after_local_scheme(text: &str) -> Option<&str> {
+    text.get(..8).filter(|p| p.eq_ignore_ascii_case("local://")).map(|_| &text[8..])
 }
 
 struct Options<'a> {

@@ -142,7 +142,7 @@ impl Loader<'_> {
                 continue;
             }
             let text = url_node.as_str().unwrap_or_default().to_owned();
-            if text.get(..8).is_some_and(|p| p.eq_ignore_ascii_case("local://")) {
+            if super::after_local_scheme(&text).is_some() {
                 self.diags.error(at(file, url_node.span), "an upstream set cannot list a local:// gateway")
                     .help("a gateway of this build needs no balancing or health checks: use it as `baseUrl` of a route without `upstreams`");
                 ok = false;

@@ -524,7 +524,7 @@ start_gateway() { # worker threads
 # ---------------------------------------------------------------------------------------------
 # 4. Load runs: every target, every route
 # ---------------------------------------------------------------------------------------------
-ROUTES="plain rewrite policies validate"
+ROUTES=${ROUTES:-"plain rewrite policies validate"}
 # The path of a route on a proxy; the upstream itself answers any path the same way.
 route_path() { # route target
     case $1 in

@@ -153,6 +153,12 @@ pub fn routes_rs_in(project: &Project, data_dir: &str) -> Result<Vec<(String, St
         }
         None => (quote! { ::specgate_runtime::hooks::NoHooks }, false, quote! { ::specgate_runtime::hooks::NoHooks }),
     };
+    // Only gateways with a WebSocket route need connections that can be upgraded.
+    let websockets = if project.routes.iter().any(|r| matches!(r.handler, Handler::WebSocket { .. })) {
+        quote! { const WEBSOCKETS: bool = true; }
+    } else {
+        quote! {}
+    };
     let part_idents: Vec<Ident> = (0..parts.len()).map(|k| format_ident!("part_{}", k)).collect();
     // Modules whose routes keep start-up state (URLs, per-route policies).
     let stateful: Vec<(usize, &Ident)> = part_idents.iter().enumerate().filter(|(k, _)| parts[*k].has_state()).collect();
@@ -200,6 +206,7 @@ pub fn routes_rs_in(project: &Project, data_dir: &str) -> Result<Vec<(String, St
             const ROUTE_INFO: &'static [RouteInfo] = &[#(#route_infos),*];
             type Hooks = #hooks_ty;
             const HAS_HOOKS: bool = #has_hooks;
+            #websockets
 
             fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
                 let e = Env { #(#env_reads)* };

@@ -23,6 +23,10 @@ pub trait Gateway: Send + Sync + Sized + 'static {
     type Hooks: Hooks;
     /// Whether the project registers hooks (false skips every hook call and copy).
     const HAS_HOOKS: bool;
+    /// Whether some route passes WebSocket upgrades through. Connections of such a gateway are
+    /// served with hyper's upgrade support, which keeps each connection's buffers while it is
+    /// idle; the others free them (see the server).
+    const WEBSOCKETS: bool = false;
 
     /// Reads every environment variable the project uses and builds every policy from its
     /// options. Problems are collected by the reader so that start-up reports them all at

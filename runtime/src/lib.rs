@@ -7,6 +7,7 @@
 //! ([`problem`]), environment handling ([`env`]) and the server loop ([`server`]) live here.
 
 pub mod cache;
+mod conn;
 pub mod context;
 pub mod cors;
 pub mod env;

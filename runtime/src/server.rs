@@ -68,6 +68,9 @@ pub struct Limits {
     /// How long a client may take to send a request head (`HEADER_READ_TIMEOUT_SECONDS`, 10);
     /// slower connections are closed (slowloris).
     pub header_read_timeout: Duration,
+    /// How long an idle keep-alive connection stays open (`KEEPALIVE_TIMEOUT_SECONDS`, 75,
+    /// nginx's default). Idle plain-text HTTP/1 connections hold no buffers meanwhile.
+    pub keep_alive_timeout: Duration,
     /// Open client connections per process (`MAX_CONNECTIONS`, 20000); connections over the
     /// limit are closed at once.
     pub max_connections: usize,
@@ -82,6 +85,7 @@ impl Default for Limits {
             max_header_bytes: 65536,
             max_headers: 100,
             header_read_timeout: Duration::from_secs(10),
+            keep_alive_timeout: Duration::from_secs(75),
             max_connections: 20_000,
             max_body_bytes: 10 * 1024 * 1024,
         }
@@ -135,6 +139,7 @@ impl ServerConfig {
         limits.max_header_bytes = usize::try_from(number("MAX_HEADER_BYTES", 65536, 8192)).unwrap_or(65536);
         limits.max_headers = usize::try_from(number("MAX_HEADERS", 100, 1)).unwrap_or(100);
         limits.header_read_timeout = Duration::from_secs(number("HEADER_READ_TIMEOUT_SECONDS", 10, 1));
+        limits.keep_alive_timeout = Duration::from_secs(number("KEEPALIVE_TIMEOUT_SECONDS", 75, 1));
         limits.max_connections = usize::try_from(number("MAX_CONNECTIONS", 20_000, 1)).unwrap_or(20_000);
         limits.max_body_bytes = number("MAX_REQUEST_BODY_BYTES", 10 * 1024 * 1024, 0);
         let metrics_path_s = parse("METRICS_PATH", "");
@@ -674,6 +679,14 @@ fn limit_body(req: http::Request<Body>, max: u64) -> Result<http::Request<Body>,
 }
 
 /// The HTTP/1 and HTTP/2 connection settings, limits included.
+/// The HTTP/1 side of plain-text connections ([`crate::conn`] applies the header-read
+/// timeout itself, with no timer per request).
+fn http1_builder(limits: &Limits) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.max_buf_size(limits.max_header_bytes).max_headers(limits.max_headers);
+    b
+}
+
 fn connection_builder(limits: &Limits) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
     let mut b = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -702,7 +715,10 @@ async fn serve_listener<G: Gateway>(
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let builder = Arc::new(connection_builder(&config.limits));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let http1 = Arc::new(http1_builder(&config.limits));
+    let timeouts = crate::conn::Timeouts { header_read: config.limits.header_read_timeout, keep_alive: config.limits.keep_alive_timeout };
+    // Every connection holds a receiver: shutdown sends `true`, then waits until all are gone.
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -726,20 +742,38 @@ async fn serve_listener<G: Gateway>(
         if let Some(m) = app.metrics {
             m.count_connection();
         }
-        // The peer goes to the request loop as an argument: inserting it into the request's
-        // extensions would cost three allocations per request.
-        let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-            let req = req.map(Body::new);
-            // Boxed, so that hyper moves a pointer, not the request's whole state machine.
-            let fut = Box::pin(serve_request::<G>(app, req, Some(peer)));
-            async move { Ok::<_, std::convert::Infallible>(fut.await) }
-        });
+        let drain = drain_rx.clone();
+        let builder = builder.clone();
         let Some(tls) = &app.tls else {
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-            let conn = graceful.watch(conn);
+            if G::WEBSOCKETS {
+                // WebSocket upgrades need hyper's upgrade support, which cannot hand the socket
+                // back between requests: such gateways keep their connections whole.
+                tokio::spawn(async move {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(app, peer)).into_owned();
+                    watch(conn, drain).await;
+                    drop(permit);
+                });
+                continue;
+            }
+            let http1 = http1.clone();
             tokio::spawn(async move {
-                // Errors here are client-side (reset, malformed request answered by hyper).
-                let _ = conn.await;
+                let make = move |activity: Arc<crate::conn::Activity>| {
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        use futures_util::FutureExt as _;
+                        activity.request_started();
+                        let done = activity.clone();
+                        Box::pin(serve_request::<G>(app, req.map(Body::new), Some(peer))).map(move |resp| {
+                            done.response_ready();
+                            Ok::<_, std::convert::Infallible>(resp)
+                        })
+                    })
+                };
+                if let crate::conn::Served::NotHttp1(stream) = crate::conn::serve(stream, &http1, make, timeouts, drain.clone()).await {
+                    // HTTP/2 with prior knowledge. Boxed: a parked HTTP/1 connection's task
+                    // stays small.
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(app, peer)).into_owned();
+                    Box::pin(watch(conn, drain)).await;
+                }
                 drop(permit);
             });
             continue;
@@ -748,13 +782,11 @@ async fn serve_listener<G: Gateway>(
         // holds up the accept loop; it is bounded by the handshake timeout.
         let acceptor = tls.acceptor.clone();
         let timeout = tls.certs.handshake_timeout();
-        let watcher = graceful.watcher();
-        let builder = builder.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(stream)) => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                    let _ = watcher.watch(conn).await;
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service(app, peer)).into_owned();
+                    watch(conn, drain).await;
                 }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -763,13 +795,42 @@ async fn serve_listener<G: Gateway>(
         });
     }
     drop(listener);
+    drop(drain_rx);
+    let _ = drain_tx.send(true);
     tokio::select! {
-        () = graceful.shutdown() => Ok(()),
+        () = drain_tx.closed() => Ok(()),
         () = tokio::time::sleep(config.shutdown_timeout) => {
             tracing::warn!("shutdown timeout reached; closing remaining connections");
             Ok(())
         }
     }
+}
+
+/// The request loop as a hyper service for `peer`'s connection. The peer goes to the request
+/// loop as an argument: inserting it into the request's extensions would cost three
+/// allocations per request.
+fn service<G: Gateway>(
+    app: &'static App<G>,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<http::Request<hyper::body::Incoming>, Response = Response, Error = std::convert::Infallible, Future: Send> + Clone {
+    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let req = req.map(Body::new);
+        // Boxed, so that hyper moves a pointer, not the request's whole state machine.
+        let fut = Box::pin(serve_request::<G>(app, req, Some(peer)));
+        async move { Ok::<_, std::convert::Infallible>(fut.await) }
+    })
+}
+
+/// Drives `conn` until it ends; once `drain` changes (shutdown), lets its in-flight requests
+/// finish and closes it.
+async fn watch<C: hyper_util::server::graceful::GracefulConnection>(conn: C, mut drain: tokio::sync::watch::Receiver<bool>) {
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = drain.changed() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }
 
 /// Binds, serves until `shutdown` resolves, then lets in-flight requests and `wait_until`

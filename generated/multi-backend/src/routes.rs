@@ -163,6 +163,7 @@ impl ::specgate_runtime::Gateway for Gateway {
     ];
     type Hooks = ::specgate_runtime::hooks::NoHooks;
     const HAS_HOOKS: bool = false;
+    const WEBSOCKETS: bool = true;
     fn configure(env: &mut ::specgate_runtime::env::Reader<'_>) -> Option<Self> {
         let e = Env {
             env_catalog_url: env.required("CATALOG_URL"),

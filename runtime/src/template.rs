@@ -6,8 +6,6 @@
 //! segment cannot climb (`..`) or add segments (`/`), a query value cannot add parameters, a
 //! host label cannot change the host, and nothing can inject CR or LF.
 
-use std::fmt::Write as _;
-
 use crate::Problem;
 
 /// Characters `encodeURIComponent` leaves alone: `A-Z a-z 0-9 - _ . ! ~ * ' ( )`.
@@ -17,12 +15,25 @@ fn is_component_safe(b: u8) -> bool {
 
 /// Appends `value` percent-encoded as JavaScript's `encodeURIComponent` does.
 pub fn push_component(buf: &mut String, value: &str) {
-    for &b in value.as_bytes() {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let bytes = value.as_bytes();
+    // Runs of safe bytes are copied whole. A non-empty run starts and ends at ASCII bytes, so
+    // on char boundaries (an empty one may sit inside a multi-byte char: not sliced).
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
         if is_component_safe(b) {
-            buf.push(b as char);
-        } else {
-            let _ = write!(buf, "%{b:02X}");
+            continue;
         }
+        if run < i {
+            buf.push_str(&value[run..i]);
+        }
+        buf.push('%');
+        buf.push(char::from(HEX[usize::from(b >> 4)]));
+        buf.push(char::from(HEX[usize::from(b & 0x0f)]));
+        run = i + 1;
+    }
+    if run < bytes.len() {
+        buf.push_str(&value[run..]);
     }
 }
 
@@ -141,6 +152,18 @@ mod tests {
         assert_eq!(encode_uri_component("-_.!~*'()"), "-_.!~*'()");
         assert_eq!(encode_uri_component("é"), "%C3%A9");
         assert_eq!(encode_uri_component("\r\n"), "%0D%0A");
+    }
+
+    #[test]
+    fn runs_of_safe_bytes_and_multi_byte_chars_mix() {
+        // Against the byte-at-a-time definition, on values where safe runs begin and end
+        // next to multi-byte chars.
+        let reference = |v: &str| -> String {
+            v.bytes().map(|b| if is_component_safe(b) { char::from(b).to_string() } else { format!("%{b:02X}") }).collect()
+        };
+        for v in ["", "a", "é", "aé", "éa", "aéb", "日本語", "x日y本z", "a b/é?日=1&", "%", "é%é", "ab\u{1F600}cd", "\u{1F600}"] {
+            assert_eq!(encode_uri_component(v), reference(v), "{v:?}");
+        }
     }
 
     #[test]

@@ -97,7 +97,8 @@ if __name__ == "__main__":
     p.add_argument("--count", type=int, default=10000)
     p.add_argument("--path", default="/")
     p.add_argument("--parallel", type=int, default=256, help="connections being opened at once")
-    p.add_argument("--settle", type=float, default=2.0, help="seconds idle before reading memory")
+    p.add_argument("--settle", type=float, default=3.0,
+                   help="seconds idle before reading memory (a gateway parks idle connections after 1-2 s)")
     p.add_argument("--step-timeout", type=float, default=10.0)
     p.add_argument("--timeout", type=float, default=180.0, help="bound on the whole run")
     a = p.parse_args()

@@ -29,6 +29,8 @@
 #                quiet (default 10)
 #   IDLE_CONNS   idle keep-alive connections held open to the gateway (default 10000; 0 skips)
 #   OUT          Markdown file to write                       (default docs/benchmarks.md)
+#   ROUTES       routes to measure, space separated  (default "plain rewrite policies validate")
+#   FEATURES     cargo features of the gateway build, e.g. "benchmark/mimalloc" (default none)
 #
 # Everything listens on 127.0.0.1 only; every load run is bounded by DURATION (and `timeout`).
 # All processes started here are stopped on exit, including on error or Ctrl-C.
@@ -352,7 +354,7 @@ run_wrk() { # label url [wrk-args...]
 # 2. Build, API key
 # ---------------------------------------------------------------------------------------------
 log "building (release): specgate, benchmark"
-cargo build --release --quiet -p specgate -p benchmark
+cargo build --release --quiet -p specgate -p benchmark ${FEATURES:+--features "$FEATURES"}
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
     | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 TARGET_DIR=${TARGET_DIR:-$ROOT/target}
@@ -620,14 +622,14 @@ ratios=$(
     done
 )
 memory=$(
-    echo "| Workers | RSS after start-up | RSS after the load runs | Peak RSS of the load runs | Idle keep-alive connections open | RSS with them open | Closed by the gateway meanwhile | Failed to open |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| Workers | RSS after start-up | RSS after the load runs | Peak RSS of the load runs | Idle keep-alive connections open | RSS with them open | Peak while they opened | Closed by the gateway meanwhile | Failed to open |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for n in $THREADS; do
         line=${IDLE_LINE[$n]:-}
         if [[ -n $line ]]; then
-            idle="$(field open "$line") | $(fmt_mib "$(field rss_kib "$line")") | $(field closed_by_server "$line") | $(field failed "$line")"
+            idle="$(field open "$line") | $(fmt_mib "$(field rss_kib "$line")") | $(fmt_mib "$(field hwm_kib "$line")") | $(field closed_by_server "$line") | $(field failed "$line")"
         else
-            idle="skipped | - | - | -"
+            idle="skipped | - | - | - | -"
         fi
         echo "| $n | $(fmt_mib "${GW_START[$n]}") | $(fmt_mib "${GW_AFTER[$n]}") | $(fmt_mib "${GW_AFTER_PEAK[$n]}") | $idle |"
     done
@@ -669,7 +671,8 @@ command_line=""
 for kv in "DURATION=$DURATION:10s" "CONNECTIONS=$CONNECTIONS:64" "THREADS=$THREADS:1 2" \
           "WRK_THREADS=$WRK_THREADS:2" "WARMUP=$WARMUP:2s" "REPEAT=$REPEAT:3" \
           "OTHER_CPU_WARN=$OTHER_CPU_WARN:10" "QUIET_WAIT=$QUIET_WAIT:10" \
-          "IDLE_CONNS=$IDLE_CONNS:10000" "OUT=$OUT:docs/benchmarks.md"; do
+          "IDLE_CONNS=$IDLE_CONNS:10000" "OUT=$OUT:docs/benchmarks.md" \
+          "ROUTES=$ROUTES:plain rewrite policies validate" "FEATURES=${FEATURES:-}:"; do
     setting=${kv%:*} default=${kv##*:}
     [[ ${setting#*=} == "$default" ]] || command_line+="${setting%%=*}=$(printf '%q' "${setting#*=}") "
 done
@@ -730,7 +733,8 @@ $command_line
 
 Overrides: \`DURATION\` (10s), \`CONNECTIONS\` (64), \`THREADS\` ("1 2"), \`WRK_THREADS\` (2),
 \`WARMUP\` (2s), \`REPEAT\` (3), \`OTHER_CPU_WARN\` (10), \`QUIET_WAIT\` (10),
-\`IDLE_CONNS\` (10000). Each target and route is measured REPEAT times; the table keeps the
+\`IDLE_CONNS\` (10000), \`ROUTES\` (all four), \`FEATURES\` (none; \`benchmark/mimalloc\` builds the
+gateway with mimalloc). Each target and route is measured REPEAT times; the table keeps the
 median (by requests/s) of the runs that other processes did not disturb, or the least
 disturbed run when all were.
 
@@ -744,7 +748,9 @@ Gateway memory. "After start-up" is VmRSS once the gateway answered its first re
 "after the load runs" is VmRSS once the four routes above were measured. The idle
 connections come from \`bench/idle_conns.py\` against a freshly started gateway: each
 connection sends one \`GET /plain/items/1\`, reads the answer and stays open; the RSS is read
-two seconds after the last one opened, then all are closed.
+three seconds after the last one opened (the gateway parks a connection, freeing its buffers,
+after one to two quiet seconds), then all are closed. "Peak" is VmHWM meanwhile: while they
+open, connections still hold their buffers.
 
 $memory
 

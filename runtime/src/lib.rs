@@ -6,6 +6,11 @@
 //! ([`upstreams`]: per-route timeouts, retries, several upstreams, health), problem responses
 //! ([`problem`]), environment handling ([`env`]) and the server loop ([`server`]) live here.
 
+/// The allocator of every gateway (see the `mimalloc` feature in Cargo.toml).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod cache;
 mod conn;
 pub mod context;

@@ -18,10 +18,15 @@
 //! are cached, the answer is 503 "cannot verify token": the token may well be valid, so it
 //! must not look like a credential problem to clients (which would drop their session), and it
 //! must not let the request through either (fail closed). See `jwks.rs` for the key caching.
+//!
+//! A token that passed every check is remembered for a minute (at most 10,000 per policy), so
+//! a client repeating its token costs a look-up instead of a signature check; a remembered
+//! token is still refused once its `exp` plus the leeway has passed.
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -380,6 +385,28 @@ struct JwtAuth {
     sub_claim: String,
     allow_unauthenticated: bool,
     required: Vec<(String, Option<Vec<Value>>)>,
+    /// Tokens verified lately and the user each stands for (see [`VERIFIED_TTL`]).
+    verified: moka::future::Cache<Arc<str>, Arc<Verified>>,
+}
+
+/// How long a verified token is remembered. A signature check costs 50-300 us (RS256 most),
+/// a look-up about a microsecond; a key withdrawn from the key set stops being accepted for
+/// tokens already seen within this time. A remembered token is still refused once its `exp`
+/// (plus the leeway) has passed.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// The most tokens remembered per policy.
+const VERIFIED_MAX: u64 = 10_000;
+
+/// A token that passed every check.
+#[derive(Debug)]
+struct Verified {
+    user: User,
+    /// Its `exp` claim, seconds since the epoch.
+    exp: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl std::fmt::Debug for JwtAuth {
@@ -457,6 +484,7 @@ impl JwtAuth {
             sub_claim: cfg.sub_claim,
             allow_unauthenticated: cfg.allow_unauthenticated,
             required: cfg.required,
+            verified: moka::future::Cache::builder().max_capacity(VERIFIED_MAX).time_to_live(VERIFIED_TTL).build(),
         })
     }
 
@@ -489,6 +517,11 @@ impl JwtAuth {
     }
 
     async fn verify(&self, token: &str) -> Result<User, Reject> {
+        if let Some(v) = self.verified.get(token).await
+            && unix_now() <= v.exp.saturating_add(self.validation.leeway)
+        {
+            return Ok(v.user.clone());
+        }
         let (alg, kid) = parse_header(token)?;
         let claims = match &self.keys {
             KeySource::Secret(key) => {
@@ -509,7 +542,13 @@ impl JwtAuth {
                 self.check_with_set(token, &set, alg, kid.as_deref())?
             }
         };
-        self.user(claims)
+        // `exp` is required and was checked; a fractional one is rounded down.
+        let exp = claims.get("exp").and_then(Value::as_f64).map(|e| e as u64);
+        let user = self.user(claims)?;
+        if let Some(exp) = exp {
+            self.verified.insert(Arc::from(token), Arc::new(Verified { user: user.clone(), exp })).await;
+        }
+        Ok(user)
     }
 
     /// Verifies with the keys of `set` that match `kid` (all keys when the token names none)
@@ -1261,6 +1300,26 @@ MC4CAQAwBQYDK2VwBCIEIGyqoKjV5fcjDJa2QOoharSKFvH5FqeuvP+1JcAomqve
         assert_eq!(problem_status(&run(&policy, &ok(json!({"exp": "tomorrow"}))).await), Some(401));
         let strict = secret_policy(json!({"clockToleranceSeconds": 0}));
         assert_eq!(detail(&run(&strict, &ok(json!({"exp": now() - 10}))).await), "the token has expired");
+    }
+
+    #[tokio::test]
+    async fn verified_tokens_are_remembered_but_not_past_their_expiry() {
+        let policy = secret_policy(json!({"clockToleranceSeconds": 0}));
+        let token = hs256(&claims(json!({"exp": now() + 2})));
+        assert_eq!(user_of(run(&policy, &token).await).sub, "user-1");
+        policy.0.verified.run_pending_tasks().await;
+        assert!(policy.0.verified.contains_key(token.as_str()), "a verified token is remembered");
+        // The second request takes the remembered user.
+        assert_eq!(user_of(run(&policy, &token).await).sub, "user-1");
+        // Refused tokens are not remembered.
+        let wrong = sign(Algorithm::HS256, None, &EncodingKey::from_secret(b"another secret of 32 bytes or more"), &claims(json!({})));
+        assert_eq!(refusal(&run(&policy, &wrong).await).1, "the token's signature is invalid");
+        policy.0.verified.run_pending_tasks().await;
+        assert!(!policy.0.verified.contains_key(wrong.as_str()));
+        assert_eq!(refusal(&run(&policy, &wrong).await).1, "the token's signature is invalid");
+        // Once `exp` has passed, the remembered token is refused like any expired one.
+        tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+        assert_eq!(detail(&run(&policy, &token).await), "the token has expired");
     }
 
     #[tokio::test]

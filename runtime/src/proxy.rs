@@ -184,13 +184,13 @@ impl Upstream {
     /// One exchange: sends the request and waits for the response head until `wait` ends;
     /// a `local://` URL goes to a gateway of this process (see [`crate::federation`]).
     pub(crate) async fn exchange(&self, method: Method, uri: Uri, headers: HeaderMap, body: Body, cx: &Context, wait: Wait) -> Result<Response, Failure> {
-        // Both are boxed: their state (client span, timer, the client's response future) is
-        // several KB, and every future that awaits them inline would grow by that much and be
-        // copied whole wherever it moves.
+        // Both are boxed (in place, see [`crate::server::boxed`]): their state (client span,
+        // timer, the client's response future) is several KB, and every future that awaits
+        // them inline would grow by that much.
         if uri.scheme_str().is_some_and(|s| s.eq_ignore_ascii_case(crate::federation::SCHEME)) {
-            return Box::pin(crate::federation::exchange(self, method, uri, headers, body, cx, wait)).await;
+            return crate::server::boxed(|| crate::federation::exchange(self, method, uri, headers, body, cx, wait)).await;
         }
-        Box::pin(self.exchange_http(method, uri, headers, body, cx, wait)).await
+        crate::server::boxed(|| self.exchange_http(method, uri, headers, body, cx, wait)).await
     }
 
     /// One HTTP exchange with the upstream at `uri` (headers already prepared).

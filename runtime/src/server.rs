@@ -762,7 +762,7 @@ async fn serve_listener<G: Gateway>(
                         use futures_util::FutureExt as _;
                         activity.request_started();
                         let done = activity.clone();
-                        Box::pin(serve_request::<G>(app, req.map(Body::new), Some(peer))).map(move |resp| {
+                        boxed(|| serve_request::<G>(app, req.map(Body::new), Some(peer))).map(move |resp| {
                             done.response_ready();
                             Ok::<_, std::convert::Infallible>(resp)
                         })
@@ -816,9 +816,18 @@ fn service<G: Gateway>(
     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let req = req.map(Body::new);
         // Boxed, so that hyper moves a pointer, not the request's whole state machine.
-        let fut = Box::pin(serve_request::<G>(app, req, Some(peer)));
+        let fut = boxed(|| serve_request::<G>(app, req, Some(peer)));
         async move { Ok::<_, std::convert::Infallible>(fut.await) }
     })
+}
+
+/// `Box::pin(make())` without the copy: `Box::pin` builds the future on the stack and copies
+/// it whole (several KB for a request) into the allocation; making it only once the box
+/// exists lets the compiler build it in place.
+#[inline(always)]
+pub(crate) fn boxed<F>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    let slot = Box::new_uninit();
+    Box::into_pin(Box::write(slot, make()))
 }
 
 /// Drives `conn` until it ends; once `drain` changes (shutdown), lets its in-flight requests

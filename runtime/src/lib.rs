@@ -19,6 +19,7 @@ pub mod env;
 pub mod federation;
 pub mod gateway;
 pub mod handlers;
+mod h1pool;
 pub mod health;
 pub mod hooks;
 pub mod keys;

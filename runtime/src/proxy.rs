@@ -21,6 +21,8 @@ use crate::{Context, Problem, Response};
 
 type Request = http::Request<Body>;
 
+/// The most idle connections kept per upstream authority and worker.
+const MAX_IDLE_PER_HOST: usize = 1024;
 /// The most redirects followed for one request.
 const MAX_REDIRECTS: usize = 10;
 /// The largest request body kept in memory to replay it on a 307/308 redirect.
@@ -61,7 +63,10 @@ impl Default for UpstreamConfig {
 /// cross-thread wake-ups per exchange.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// hyper-util's clients (HTTPS upstreams, WebSocket upgrades, health probes).
     clients: std::sync::Arc<[Client<LeanConnector, Body>]>,
+    /// The connections to plain-`http` upstreams (see [`crate::h1pool`]).
+    h1: std::sync::Arc<crate::h1pool::H1Pools>,
     config: UpstreamConfig,
 }
 
@@ -86,11 +91,12 @@ impl Upstream {
             .map(|_| {
                 Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(config.pool_idle_timeout)
-                    .pool_max_idle_per_host(1024)
+                    .pool_max_idle_per_host(MAX_IDLE_PER_HOST)
                     .build(connector.clone())
             })
             .collect();
-        Upstream { clients, config }
+        let h1 = crate::h1pool::H1Pools::new(worker_count(), config.connect_timeout, config.pool_idle_timeout, MAX_IDLE_PER_HOST);
+        Upstream { clients, h1: std::sync::Arc::new(h1), config }
     }
 
     /// The client (connection pool) of the calling worker thread.
@@ -201,7 +207,14 @@ impl Upstream {
         *out.method_mut() = method;
         *out.uri_mut() = uri;
         *out.headers_mut() = headers;
-        let fut = self.client().request(out);
+        let fut = async {
+            if out.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+                let worker = WORKER.with(std::cell::Cell::get);
+                self.h1.send(worker, out).await.map(|r| r.map(Body::new)).map_err(ExchangeError::Pool)
+            } else {
+                self.client().request(out).await.map(|r| r.map(Body::new)).map_err(ExchangeError::Client)
+            }
+        };
         let metrics = cx.runtime().metrics();
         let sent = metrics.map(|_| std::time::Instant::now());
         let record = |outcome| {
@@ -217,7 +230,7 @@ impl Upstream {
                 return Err(Failure { problem: Problem::gateway_timeout("the upstream did not answer in time"), stage: Stage::TimedOut });
             }
             Ok(Err(e)) => {
-                let failure = classify(&e, cx);
+                let failure = classify(e.error(), e.is_connect(), cx);
                 let timed_out = failure.problem.status() == StatusCode::GATEWAY_TIMEOUT;
                 record(if timed_out { UpstreamOutcome::TimedOut } else { UpstreamOutcome::ConnectError });
                 let kind = if timed_out {
@@ -227,7 +240,7 @@ impl Upstream {
                 } else {
                     "response_error"
                 };
-                span.failed(kind, &chain_text(&e));
+                span.failed(kind, &chain_text(e.error()));
                 return Err(failure);
             }
             Ok(Ok(resp)) => {
@@ -236,9 +249,9 @@ impl Upstream {
                 resp
             }
         };
-        let (mut parts, incoming) = resp.into_parts();
+        let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Body::new(incoming)))
+        Ok(Response::from_parts(parts, body))
     }
 
     /// `GET url` for an active health check: the status, or why there is none within `timeout`.
@@ -439,7 +452,7 @@ impl Upstream {
         let sent = tokio::time::timeout(self.config.timeout, self.client().request(out)).await;
         let mut resp = match sent {
             Err(_) => return Err(Problem::gateway_timeout("the upstream did not answer the WebSocket handshake in time")),
-            Ok(Err(e)) => return Err(classify(&e, cx).problem),
+            Ok(Err(e)) => return Err(classify(&e, e.is_connect(), cx).problem),
             Ok(Ok(r)) => r,
         };
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
@@ -558,7 +571,30 @@ fn check_upstream_uri(uri: Uri) -> Result<Uri, Problem> {
     }
 }
 
-fn classify(e: &hyper_util::client::legacy::Error, cx: &Context) -> Failure {
+/// Why an exchange failed, from either client.
+#[derive(Debug)]
+enum ExchangeError {
+    Client(hyper_util::client::legacy::Error),
+    Pool(crate::h1pool::SendError),
+}
+
+impl ExchangeError {
+    fn is_connect(&self) -> bool {
+        match self {
+            ExchangeError::Client(e) => e.is_connect(),
+            ExchangeError::Pool(e) => e.is_connect(),
+        }
+    }
+
+    fn error(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            ExchangeError::Client(e) => e,
+            ExchangeError::Pool(e) => e,
+        }
+    }
+}
+
+fn classify(e: &(dyn std::error::Error + 'static), is_connect: bool, cx: &Context) -> Failure {
     if source_chain(e).any(|s| s.is::<http_body_util::LengthLimitError>()) {
         let problem = Problem::new(StatusCode::PAYLOAD_TOO_LARGE).with_detail("the request body is larger than the gateway accepts");
         return Failure { problem, stage: Stage::Local };
@@ -569,10 +605,10 @@ fn classify(e: &hyper_util::client::legacy::Error, cx: &Context) -> Failure {
     });
     if timed_out {
         tracing::warn!(request_id = %cx.request_id, error = %chain_text(e), "upstream connect timed out");
-        let stage = if e.is_connect() { Stage::NotSent } else { Stage::TimedOut };
+        let stage = if is_connect { Stage::NotSent } else { Stage::TimedOut };
         return Failure { problem: Problem::gateway_timeout("the upstream did not accept a connection in time"), stage };
     }
-    if e.is_connect() {
+    if is_connect {
         tracing::warn!(request_id = %cx.request_id, error = %chain_text(e), "upstream unreachable");
         return Failure { problem: Problem::bad_gateway("the upstream could not be reached"), stage: Stage::NotSent };
     }

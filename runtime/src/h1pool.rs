@@ -108,9 +108,9 @@ impl H1Pools {
             }
         }
         *req.uri_mut() = origin_form(uri);
-        let slot = shard.slot(authority.as_str());
+        let (slot, mut idle) = shard.checkout(authority.as_str());
         loop {
-            let (mut sender, reused) = match shard.take(slot) {
+            let (mut sender, reused) = match idle.take().or_else(|| shard.take(slot)) {
                 Some(s) => (s, true),
                 None => (self.connect(shard, &authority).await?, false),
             };
@@ -228,20 +228,28 @@ impl Shard {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn slot(&self, authority: &str) -> usize {
+    /// The slot of `authority` (created on first use) and its most recently returned ready
+    /// connection, under one lock.
+    fn checkout(&self, authority: &str) -> (usize, Option<SendRequest<Body>>) {
         let mut state = self.lock();
-        if let Some(&i) = state.slots.get(authority) {
-            return i;
-        }
-        let i = state.lists.len();
-        state.lists.push(Vec::new());
-        state.slots.insert(authority.into(), i);
-        i
+        let slot = match state.slots.get(authority) {
+            Some(&i) => i,
+            None => {
+                let i = state.lists.len();
+                state.lists.push(Vec::new());
+                state.slots.insert(authority.into(), i);
+                i
+            }
+        };
+        (slot, self.ready_of(&mut state, slot))
     }
 
     /// The most recently returned connection of `slot` that is ready for a request.
     fn take(&self, slot: usize) -> Option<SendRequest<Body>> {
-        let mut state = self.lock();
+        self.ready_of(&mut self.lock(), slot)
+    }
+
+    fn ready_of(&self, state: &mut State, slot: usize) -> Option<SendRequest<Body>> {
         let list = state.lists.get_mut(slot)?;
         let now = Instant::now();
         let mut busy = Vec::new();

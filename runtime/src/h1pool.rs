@@ -108,16 +108,15 @@ impl H1Pools {
             }
         }
         *req.uri_mut() = origin_form(uri);
-        let (slot, mut idle) = shard.checkout(authority.as_str());
         loop {
-            let (mut sender, reused) = match idle.take().or_else(|| shard.take(slot)) {
+            let (mut sender, reused) = match shard.take(authority.as_str()) {
                 Some(s) => (s, true),
-                None => (self.connect(shard, &authority).await?, false),
+                None => (self.connect(&authority).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let (parts, body) = resp.into_parts();
-                    let back = Return { sender, shard: shard.clone(), slot };
+                    let back = Return { sender, shard: shard.clone(), authority };
                     let body = PooledBody::new(body, back);
                     return Ok(Response::from_parts(parts, body));
                 }
@@ -135,7 +134,7 @@ impl H1Pools {
 
     /// Opens a connection to `authority` (every resolved address in turn, within the connect
     /// timeout) and starts its HTTP/1 task on the current runtime.
-    async fn connect(&self, shard: &Arc<Shard>, authority: &Authority) -> Result<SendRequest<Body>, SendError> {
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<Body>, SendError> {
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
         let timed_out = || SendError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"));
         let host = authority.host().trim_start_matches('[').trim_end_matches(']');
@@ -172,14 +171,19 @@ impl H1Pools {
                 tracing::debug!(error = %e, "upstream connection ended");
             }
         });
-        shard.start_sweeper();
         Ok(sender)
+    }
+
+    /// Authorities with idle connections, over every worker (for tests).
+    #[cfg(test)]
+    pub(crate) fn authority_count(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().lists.len()).sum()
     }
 
     /// Idle connections of every worker (for tests and diagnostics).
     #[cfg(test)]
     pub(crate) fn idle_count(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().lists.iter().map(Vec::len).sum::<usize>()).sum()
+        self.shards.iter().map(|s| s.lock().lists.values().map(Vec::len).sum::<usize>()).sum()
     }
 }
 
@@ -204,17 +208,17 @@ struct Shard {
 
 #[derive(Default)]
 struct State {
-    /// Authority → index into `lists` (indices are never reused: the set of upstreams is
-    /// fixed by the configuration).
-    slots: HashMap<Box<str>, usize, BuildFx>,
-    /// Idle connections per authority, oldest first.
-    lists: Vec<Vec<Idle>>,
+    /// Idle connections per authority, oldest first. An authority is here only while it has
+    /// idle connections (the sweep removes empty lists): a URL template may take the host from
+    /// the request, so the set of authorities is not bounded by the configuration. The hasher
+    /// is seeded per process for the same reason.
+    lists: HashMap<Box<str>, Vec<Idle>, foldhash::fast::RandomState>,
     sweeping: bool,
 }
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("State").field("authorities", &self.slots.len()).finish_non_exhaustive()
+        f.debug_struct("State").field("authorities", &self.lists.len()).finish_non_exhaustive()
     }
 }
 
@@ -228,29 +232,10 @@ impl Shard {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The slot of `authority` (created on first use) and its most recently returned ready
-    /// connection, under one lock.
-    fn checkout(&self, authority: &str) -> (usize, Option<SendRequest<Body>>) {
+    /// The most recently returned connection to `authority` that is ready for a request.
+    fn take(&self, authority: &str) -> Option<SendRequest<Body>> {
         let mut state = self.lock();
-        let slot = match state.slots.get(authority) {
-            Some(&i) => i,
-            None => {
-                let i = state.lists.len();
-                state.lists.push(Vec::new());
-                state.slots.insert(authority.into(), i);
-                i
-            }
-        };
-        (slot, self.ready_of(&mut state, slot))
-    }
-
-    /// The most recently returned connection of `slot` that is ready for a request.
-    fn take(&self, slot: usize) -> Option<SendRequest<Body>> {
-        self.ready_of(&mut self.lock(), slot)
-    }
-
-    fn ready_of(&self, state: &mut State, slot: usize) -> Option<SendRequest<Body>> {
-        let list = state.lists.get_mut(slot)?;
+        let list = state.lists.get_mut(authority)?;
         let now = Instant::now();
         let mut busy = Vec::new();
         let mut found = None;
@@ -270,13 +255,19 @@ impl Shard {
         found
     }
 
-    fn give_back(&self, slot: usize, sender: SendRequest<Body>) {
+    fn give_back(self: &Arc<Self>, authority: &str, sender: SendRequest<Body>) {
         if sender.is_closed() {
             return;
         }
         let now = Instant::now();
         let mut state = self.lock();
-        let Some(list) = state.lists.get_mut(slot) else { return };
+        if !state.sweeping {
+            self.start_sweeper(&mut state);
+        }
+        let list = match state.lists.get_mut(authority) {
+            Some(list) => list,
+            None => state.lists.entry(authority.into()).or_default(),
+        };
         let expired = list.iter().take_while(|i| now.saturating_duration_since(i.since) >= self.idle_timeout).count();
         if expired > 0 {
             list.drain(..expired);
@@ -291,29 +282,25 @@ impl Shard {
     fn sweep(&self) -> bool {
         let now = Instant::now();
         let mut state = self.lock();
-        for list in &mut state.lists {
+        state.lists.retain(|_, list| {
             list.retain(|i| !i.sender.is_closed() && now.saturating_duration_since(i.since) < self.idle_timeout);
-        }
-        let any = state.lists.iter().any(|l| !l.is_empty());
+            !list.is_empty()
+        });
+        let any = !state.lists.is_empty();
         if !any {
             state.sweeping = false;
         }
         any
     }
 
-    /// Starts the sweep on the current runtime unless one runs; it stops when the pool has
-    /// no idle connection left (the next connection starts it again) or is dropped.
-    fn start_sweeper(self: &Arc<Self>) {
-        {
-            let mut state = self.lock();
-            if state.sweeping {
-                return;
-            }
-            state.sweeping = true;
-        }
+    /// Starts the sweep on the current runtime (when there is one); it stops when the pool
+    /// has no idle connection left (the next return starts it again) or is dropped.
+    fn start_sweeper(self: &Arc<Self>, state: &mut State) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        state.sweeping = true;
         let every = (self.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
         let weak: Weak<Shard> = Arc::downgrade(self);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let Some(shard) = weak.upgrade() else { break };
@@ -329,7 +316,7 @@ impl Shard {
 struct Return {
     sender: SendRequest<Body>,
     shard: Arc<Shard>,
-    slot: usize,
+    authority: Authority,
 }
 
 /// An upstream response body that returns its connection to the pool once read to the end.
@@ -351,7 +338,7 @@ impl PooledBody {
 
     fn release(&mut self) {
         if let Some(r) = self.back.take() {
-            r.shard.give_back(r.slot, r.sender);
+            r.shard.give_back(r.authority.as_str(), r.sender);
         }
     }
 }
@@ -388,39 +375,6 @@ impl Drop for PooledBody {
         if self.inner.is_end_stream() {
             self.release();
         }
-    }
-}
-
-/// FxHash-style hasher for the few authority keys (SipHash costs more than the look-up needs;
-/// the keys come from the configuration, not from clients).
-#[derive(Default, Clone, Copy)]
-struct BuildFx;
-
-impl std::hash::BuildHasher for BuildFx {
-    type Hasher = Fx;
-    fn build_hasher(&self) -> Fx {
-        Fx(0)
-    }
-}
-
-struct Fx(u64);
-
-impl std::hash::Hasher for Fx {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
@@ -533,6 +487,21 @@ mod tests {
         let resp = pools.send(0, get(addr, "/")).await.unwrap_or_else(|e| panic!("{e}"));
         resp.into_body().collect().await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn authorities_leave_the_pool_with_their_last_idle_connection() {
+        // A URL template may take the host from the request: every authority seen must not
+        // stay in the pool for good. Six upstreams, one request each, then the idle timeout.
+        let pools = pools(Duration::from_millis(150));
+        for _ in 0..6 {
+            let (addr, _) = upstream("x", None).await;
+            let resp = pools.send(0, get(addr, "/")).await.unwrap_or_else(|e| panic!("{e}"));
+            resp.into_body().collect().await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert_eq!((pools.authority_count(), pools.idle_count()), (6, 6));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!((pools.authority_count(), pools.idle_count()), (0, 0));
     }
 
     #[tokio::test]
